@@ -1,0 +1,233 @@
+//! The closed set of operations a qcc graph can hold, with typed attributes.
+//!
+//! Attributes that ONNX passes as inputs in newer opsets (Reshape's shape, Slice's bounds,
+//! Clip's bounds, Q/DQ parameters...) are attributes here: the importer requires them to be
+//! known at import time, so every later stage sees static, typed parameters. Axes are
+//! normalised (non-negative) by the importer, which knows every input's rank.
+
+use crate::dtype::DType;
+use crate::quant::{QParams, ZeroPoint};
+use crate::tensor::Tensor;
+
+/// How a convolution or pooling window is padded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Explicit pads, ONNX order: all spatial begins, then all spatial ends.
+    Explicit(Vec<usize>),
+    /// Output size `ceil(in / stride)`; an odd total pad puts the extra element at the end.
+    SameUpper,
+    /// As `SameUpper`, the extra element at the beginning.
+    SameLower,
+}
+
+/// Convolution window attributes (also used by QLinearConv and ConvInteger).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvAttrs {
+    /// Spatial kernel size (taken from the weight shape when ONNX omits `kernel_shape`).
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub padding: Padding,
+    pub group: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolAttrs {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub padding: Padding,
+    /// Output size rounds up instead of down (windows may start in the end padding).
+    pub ceil_mode: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmAttrs {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrnAttrs {
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias: f32,
+    pub size: usize,
+}
+
+/// Element-wise activations. They are one family because the back end fuses any of them
+/// into the epilogue of a convolution or matrix product.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    LeakyRelu { alpha: f32 },
+    /// Missing bounds are infinite (ONNX's defaults); ReLU6 is `Clip { 0, 6 }`.
+    Clip { min: f32, max: f32 },
+    Sigmoid,
+    HardSigmoid { alpha: f32, beta: f32 },
+    HardSwish,
+    Tanh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// One operation. Matching on it exhaustively in inference, evaluation and lowering turns a
+/// forgotten op into a compile error rather than a silent fallback.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Inputs: X, W, optional B.
+    Conv(ConvAttrs),
+    /// Inputs: X, scale, B, mean, var (inference form).
+    BatchNorm { epsilon: f32 },
+    Activation(Activation),
+    /// Numpy-broadcasting arithmetic on two inputs.
+    Binary(BinaryOp),
+    /// Broadcasting sum of one or more inputs.
+    Sum,
+    Concat { axis: usize },
+    /// One output per size along `axis`.
+    Split { axis: usize, sizes: Vec<usize> },
+    MaxPool(PoolAttrs),
+    AveragePool { pool: PoolAttrs, count_include_pad: bool },
+    GlobalAveragePool,
+    GlobalMaxPool,
+    /// Inputs: A, B, optional C.
+    Gemm(GemmAttrs),
+    MatMul,
+    Flatten { axis: usize },
+    /// ONNX semantics: 0 copies the input dim (unless `allow_zero`), -1 is inferred.
+    Reshape { shape: Vec<i64>, allow_zero: bool },
+    Transpose { perm: Vec<usize> },
+    /// Sorted, de-duplicated axes of the input to remove.
+    Squeeze { axes: Vec<usize> },
+    /// Sorted axes of the output at which to insert 1s.
+    Unsqueeze { axes: Vec<usize> },
+    /// `coerce_2d`: opsets before 13 flatten the input to 2-D at `axis` and normalise each row;
+    /// from 13 on, the softmax runs along the single `axis`.
+    Softmax { axis: usize, coerce_2d: bool },
+    Lrn(LrnAttrs),
+    /// Inference-mode dropout: the identity; the optional mask output is all true.
+    Dropout { mask_output: bool },
+    Identity,
+    /// Constant-mode padding; pads in ONNX order (all begins then all ends), negative crops.
+    Pad { pads: Vec<i64>, value: f32 },
+    /// The input's shape as i64, dims `start..end` (already clamped to the rank).
+    Shape { start: usize, end: usize },
+    /// Inputs: data, indices (negative indices count from the end).
+    Gather { axis: usize },
+    /// Per-axis starts/ends/steps exactly as ONNX gives them; clamping happens in inference.
+    Slice { starts: Vec<i64>, ends: Vec<i64>, axes: Vec<usize>, steps: Vec<i64> },
+    Cast { to: DType },
+    /// Empty `axes` reduces all axes (ONNX's default).
+    ReduceMean { axes: Vec<usize>, keep_dims: bool },
+    /// A tensor of `shape` filled with `value` (a one-element tensor giving the type).
+    ConstantOfShape { shape: Vec<usize>, value: Tensor },
+    /// Input: x (f32). Output: the quantized type of `params`.
+    QuantizeLinear(QParams),
+    /// Input: x (i8, u8 or i32). Output: f32.
+    DequantizeLinear(QParams),
+    /// Inputs: x, w, optional bias (i32).
+    QLinearConv { conv: ConvAttrs, x: QParams, w: QParams, y: QParams },
+    /// Inputs: a, b.
+    QLinearMatMul { a: QParams, b: QParams, y: QParams },
+    /// Inputs: x, w. Output: i32.
+    ConvInteger { conv: ConvAttrs, x_zero_point: ZeroPoint, w_zero_point: ZeroPoint },
+    /// Inputs: a, b. Output: i32.
+    MatMulInteger { a_zero_point: ZeroPoint, b_zero_point: ZeroPoint },
+    /// Input: x (f32). Outputs: y (u8), y_scale (f32 scalar), y_zero_point (u8 scalar).
+    DynamicQuantizeLinear,
+}
+
+impl Op {
+    /// The op's name as ONNX spells it (activations and binaries by their own names), for
+    /// diagnostics, op counts and the `.qir` text.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Activation(a) => match a {
+                Activation::Relu => "Relu",
+                Activation::LeakyRelu { .. } => "LeakyRelu",
+                Activation::Clip { .. } => "Clip",
+                Activation::Sigmoid => "Sigmoid",
+                Activation::HardSigmoid { .. } => "HardSigmoid",
+                Activation::HardSwish => "HardSwish",
+                Activation::Tanh => "Tanh",
+            },
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "Add",
+                BinaryOp::Sub => "Sub",
+                BinaryOp::Mul => "Mul",
+                BinaryOp::Div => "Div",
+            },
+            Op::Sum => "Sum",
+            Op::Concat { .. } => "Concat",
+            Op::Split { .. } => "Split",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool { .. } => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::Gemm(_) => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Softmax { .. } => "Softmax",
+            Op::Lrn(_) => "LRN",
+            Op::Dropout { .. } => "Dropout",
+            Op::Identity => "Identity",
+            Op::Pad { .. } => "Pad",
+            Op::Shape { .. } => "Shape",
+            Op::Gather { .. } => "Gather",
+            Op::Slice { .. } => "Slice",
+            Op::Cast { .. } => "Cast",
+            Op::ReduceMean { .. } => "ReduceMean",
+            Op::ConstantOfShape { .. } => "ConstantOfShape",
+            Op::QuantizeLinear(_) => "QuantizeLinear",
+            Op::DequantizeLinear(_) => "DequantizeLinear",
+            Op::QLinearConv { .. } => "QLinearConv",
+            Op::QLinearMatMul { .. } => "QLinearMatMul",
+            Op::ConvInteger { .. } => "ConvInteger",
+            Op::MatMulInteger { .. } => "MatMulInteger",
+            Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
+        }
+    }
+
+    /// How many inputs the op takes: (required, maximum). `None` maximum means variadic.
+    pub fn arity(&self) -> (usize, Option<usize>) {
+        match self {
+            Op::Conv(_) | Op::Gemm(_) => (2, Some(3)),
+            Op::QLinearConv { .. } => (2, Some(3)),
+            Op::BatchNorm { .. } => (5, Some(5)),
+            Op::Binary(_)
+            | Op::MatMul
+            | Op::Gather { .. }
+            | Op::QLinearMatMul { .. }
+            | Op::ConvInteger { .. }
+            | Op::MatMulInteger { .. } => (2, Some(2)),
+            Op::Sum | Op::Concat { .. } => (1, None),
+            Op::ConstantOfShape { .. } => (0, Some(0)),
+            _ => (1, Some(1)),
+        }
+    }
+
+    /// How many outputs the op produces.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Op::Split { sizes, .. } => sizes.len(),
+            Op::Dropout { mask_output } => 1 + *mask_output as usize,
+            Op::DynamicQuantizeLinear => 3,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The `.qir` text form of a graph: a printer and a parser that round-trip.

@@ -1,0 +1,1 @@
+//! Workspace root package: hosts the end-to-end suites (`tests/`) and benchmarks (`benches/`).
