@@ -522,16 +522,12 @@ mod tests {
     }
 
     fn conv_model() -> ModelProto {
-        let w: Vec<f32> = (0..8 * 3 * 3 * 3).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let raw_data = w.iter().flat_map(|x| x.to_le_bytes()).collect();
         let (float, int64) = (DataType::Float as i32, DataType::Int64 as i32);
-        let weight = TensorProto {
-            name: "W".into(),
-            dims: vec![8, 3, 3, 3],
-            data_type: float,
-            raw_data,
-            ..Default::default()
-        };
+        let w: Vec<f32> = (0..8 * 3 * 3 * 3).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let mut weight = TensorProto::default();
+        (weight.name, weight.dims, weight.data_type) = ("W".into(), vec![8, 3, 3, 3], float);
+        weight.raw_data = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+
         // Dim 2 is a zero size, which must survive because oneof members keep presence.
         let dims = [
             Some(Dim::DimParam("N".into())),
@@ -540,32 +536,33 @@ mod tests {
             None,
         ];
         let dim = dims
-            .into_iter()
             .map(|value| Dimension {
                 value,
-                ..Default::default()
+                denotation: String::new(),
             })
-            .collect();
-        let tensor_type = type_proto::Tensor {
+            .to_vec();
+        let tensor = type_proto::Tensor {
             elem_type: float,
             shape: Some(TensorShapeProto { dim }),
         };
-        let x_type = TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor_type)),
-            ..Default::default()
-        };
-        let input = ValueInfoProto {
+        let mut x = ValueInfoProto {
             name: "X".into(),
-            r#type: Some(x_type),
             ..Default::default()
         };
-        let value = TensorProto {
-            dims: vec![2],
-            data_type: int64,
-            int64_data: vec![-1, 1 << 40],
+        x.r#type = Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        });
+
+        let mut value = TensorProto::default();
+        (value.dims, value.data_type, value.int64_data) = (vec![2], int64, vec![-1, 1 << 40]);
+        let mut node = NodeProto {
+            op_type: "Conv".into(),
             ..Default::default()
         };
-        let attribute = vec![
+        node.input = vec!["X".into(), "W".into(), String::new()];
+        node.output = vec!["Y".into()];
+        node.attribute = vec![
             AttributeProto {
                 i: 1,
                 ..attr("group", AttributeType::Int)
@@ -587,38 +584,27 @@ mod tests {
                 ..attr("value", AttributeType::Tensor)
             },
         ];
-        let (input_names, output) = (
-            vec!["X".into(), "W".into(), String::new()],
-            vec!["Y".into()],
-        );
-        let node = NodeProto {
-            input: input_names,
-            output,
-            op_type: "Conv".into(),
-            attribute,
-            ..Default::default()
-        };
-        let y = ValueInfoProto {
-            name: "Y".into(),
-            ..Default::default()
-        };
-        let graph = GraphProto {
+
+        let mut graph = GraphProto {
             node: vec![node],
             initializer: vec![weight],
-            input: vec![input],
-            output: vec![y],
             ..Default::default()
         };
-        let opset_import = vec![OperatorSetIdProto {
+        graph.input = vec![x];
+        graph.output = vec![ValueInfoProto {
+            name: "Y".into(),
+            ..Default::default()
+        }];
+        let mut model = ModelProto {
+            ir_version: 10,
+            graph: Some(graph),
+            ..Default::default()
+        };
+        model.opset_import = vec![OperatorSetIdProto {
             domain: String::new(),
             version: 21,
         }];
-        ModelProto {
-            ir_version: 10,
-            opset_import,
-            graph: Some(graph),
-            ..Default::default()
-        }
+        model
     }
 
     #[test]
