@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// The element types qcc computes with. ONNX has more; the importer refuses the others by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum DType {
     F32,
     F16,
@@ -15,7 +17,15 @@ pub enum DType {
 }
 
 impl DType {
-    pub const ALL: [DType; 7] = [DType::F32, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64, DType::Bool];
+    pub const ALL: [DType; 7] = [
+        DType::F32,
+        DType::F16,
+        DType::I8,
+        DType::U8,
+        DType::I32,
+        DType::I64,
+        DType::Bool,
+    ];
 
     /// Bytes per element in memory (bool is stored as one byte, as ONNX and numpy do).
     pub fn size_bytes(self) -> usize {
@@ -127,7 +137,10 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(dtype: DType, dims: impl Into<Vec<usize>>) -> TensorType {
-        TensorType { dtype, shape: Shape(dims.into()) }
+        TensorType {
+            dtype,
+            shape: Shape(dims.into()),
+        }
     }
     pub fn rank(&self) -> usize {
         self.shape.rank()

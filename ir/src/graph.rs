@@ -64,7 +64,12 @@ const KNOWN_VALUE_MAX_ELEMENTS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GraphError {
     #[error("node '{node}' ({op}): {message} (inputs: {inputs})")]
-    Node { node: String, op: &'static str, message: String, inputs: String },
+    Node {
+        node: String,
+        op: &'static str,
+        message: String,
+        inputs: String,
+    },
     #[error("value name '{0}' is defined twice")]
     DuplicateValue(String),
     #[error("graph input '{name}': {message}")]
@@ -87,28 +92,55 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph { name: name.into(), ..Graph::default() }
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
     }
 
-    fn push_value(&mut self, name: String, ty: TensorType, def: ValueDef, known: Option<Tensor>) -> Result<ValueId, GraphError> {
+    fn push_value(
+        &mut self,
+        name: String,
+        ty: TensorType,
+        def: ValueDef,
+        known: Option<Tensor>,
+    ) -> Result<ValueId, GraphError> {
         if self.by_name.contains_key(&name) {
             return Err(GraphError::DuplicateValue(name));
         }
-        let id = ValueId(u32::try_from(self.values.len()).map_err(|_| GraphError::Other("too many values".into()))?);
+        let id = ValueId(
+            u32::try_from(self.values.len())
+                .map_err(|_| GraphError::Other("too many values".into()))?,
+        );
         self.by_name.insert(name.clone(), id);
-        self.values.push(Value { name, ty, def, known });
+        self.values.push(Value {
+            name,
+            ty,
+            def,
+            known,
+        });
         Ok(id)
     }
 
     /// Adds a graph input with a concrete type.
-    pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Result<ValueId, GraphError> {
+    pub fn add_input(
+        &mut self,
+        name: impl Into<String>,
+        ty: TensorType,
+    ) -> Result<ValueId, GraphError> {
         let declared = ty.dims().iter().map(|&d| Dim::Fixed(d)).collect();
         self.add_input_declared(name, ty.dtype, declared, 1)
     }
 
     /// Adds a graph input as a model declares it; a symbolic dim is the batch and is bound to
     /// `batch`. Only the first dim may be symbolic: qcc compiles for fixed shapes.
-    pub fn add_input_declared(&mut self, name: impl Into<String>, dtype: DType, declared: Vec<Dim>, batch: usize) -> Result<ValueId, GraphError> {
+    pub fn add_input_declared(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        declared: Vec<Dim>,
+        batch: usize,
+    ) -> Result<ValueId, GraphError> {
         let name = name.into();
         let mut dims = Vec::with_capacity(declared.len());
         for (i, d) in declared.iter().enumerate() {
@@ -124,18 +156,31 @@ impl Graph {
             }
         }
         let id = self.push_value(name, TensorType::new(dtype, dims), ValueDef::Input, None)?;
-        self.inputs.push(GraphInput { value: id, declared });
+        self.inputs.push(GraphInput {
+            value: id,
+            declared,
+        });
         Ok(id)
     }
 
-    pub fn add_constant(&mut self, name: impl Into<String>, value: Tensor) -> Result<ValueId, GraphError> {
+    pub fn add_constant(
+        &mut self,
+        name: impl Into<String>,
+        value: Tensor,
+    ) -> Result<ValueId, GraphError> {
         let ty = value.ty();
         self.push_value(name.into(), ty, ValueDef::Constant(value), None)
     }
 
     /// Adds a node, inferring its output types. Fails, naming the node, when the op does not
     /// accept its inputs.
-    pub fn add_node(&mut self, name: impl Into<String>, op: Op, inputs: Vec<ValueId>, output_names: Vec<String>) -> Result<NodeId, GraphError> {
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: Vec<ValueId>,
+        output_names: Vec<String>,
+    ) -> Result<NodeId, GraphError> {
         let name = name.into();
         let node_error = |g: &Graph, message: String| GraphError::Node {
             node: name.clone(),
@@ -144,7 +189,10 @@ impl Graph {
             inputs: g.describe_values(&inputs),
         };
         if let Some(bad) = inputs.iter().find(|v| v.index() >= self.values.len()) {
-            return Err(node_error(self, format!("input value #{} does not exist", bad.0)));
+            return Err(node_error(
+                self,
+                format!("input value #{} does not exist", bad.0),
+            ));
         }
         let (min, max) = op.arity();
         if inputs.len() < min || max.is_some_and(|m| inputs.len() > m) {
@@ -153,26 +201,53 @@ impl Graph {
                 Some(m) => format!("{min} to {m}"),
                 None => format!("at least {min}"),
             };
-            return Err(node_error(self, format!("takes {want} inputs, got {}", inputs.len())));
+            return Err(node_error(
+                self,
+                format!("takes {want} inputs, got {}", inputs.len()),
+            ));
         }
         if output_names.len() != op.num_outputs() {
-            return Err(node_error(self, format!("produces {} outputs, {} names given", op.num_outputs(), output_names.len())));
+            return Err(node_error(
+                self,
+                format!(
+                    "produces {} outputs, {} names given",
+                    op.num_outputs(),
+                    output_names.len()
+                ),
+            ));
         }
-        let in_types: Vec<&TensorType> = inputs.iter().map(|v| &self.values[v.index()].ty).collect();
-        let out_types = crate::infer::infer_types(&op, &in_types).map_err(|m| node_error(self, m))?;
+        let in_types: Vec<&TensorType> =
+            inputs.iter().map(|v| &self.values[v.index()].ty).collect();
+        let out_types =
+            crate::infer::infer_types(&op, &in_types).map_err(|m| node_error(self, m))?;
         debug_assert_eq!(out_types.len(), output_names.len());
         let known = self.compute_known(&op, &inputs, &out_types);
         for n in &output_names {
             if self.by_name.contains_key(n) {
-                return Err(node_error(self, format!("output name '{n}' is already defined")));
+                return Err(node_error(
+                    self,
+                    format!("output name '{n}' is already defined"),
+                ));
             }
         }
 
-        let node = self.nodes.add_node(Node { name, op, inputs: inputs.clone(), outputs: Vec::new() });
+        let node = self.nodes.add_node(Node {
+            name,
+            op,
+            inputs: inputs.clone(),
+            outputs: Vec::new(),
+        });
         let mut outputs = Vec::with_capacity(output_names.len());
-        let mut known = known.map(|k| k.into_iter().map(Some).collect::<Vec<_>>()).unwrap_or_default();
+        let mut known = known
+            .map(|k| k.into_iter().map(Some).collect::<Vec<_>>())
+            .unwrap_or_default();
         known.resize(output_names.len(), None);
-        for (i, ((out_name, ty), k)) in output_names.into_iter().zip(out_types).zip(known).enumerate() {
+        for (i, ((out_name, ty), k)) in output_names
+            .into_iter()
+            .zip(out_types)
+            .zip(known)
+            .enumerate()
+        {
             outputs.push(self.push_value(out_name, ty, ValueDef::Node { node, output: i }, k)?);
         }
         self.nodes[node].outputs = outputs;
@@ -185,13 +260,24 @@ impl Graph {
     }
 
     /// Evaluates a node at build time when all its inputs are known and its outputs are small.
-    fn compute_known(&self, op: &Op, inputs: &[ValueId], out_types: &[TensorType]) -> Option<Vec<Tensor>> {
-        if out_types.iter().any(|t| t.shape.numel() > KNOWN_VALUE_MAX_ELEMENTS) {
+    fn compute_known(
+        &self,
+        op: &Op,
+        inputs: &[ValueId],
+        out_types: &[TensorType],
+    ) -> Option<Vec<Tensor>> {
+        if out_types
+            .iter()
+            .any(|t| t.shape.numel() > KNOWN_VALUE_MAX_ELEMENTS)
+        {
             return None;
         }
         if let Op::Shape { start, end } = op {
             let dims = &self.values[inputs[0].index()].ty.dims()[*start..*end];
-            return Some(vec![Tensor::from_i64(&[dims.len()], dims.iter().map(|&d| d as i64).collect())]);
+            return Some(vec![Tensor::from_i64(
+                &[dims.len()],
+                dims.iter().map(|&d| d as i64).collect(),
+            )]);
         }
         let args: Option<Vec<&Tensor>> = inputs.iter().map(|&v| self.known_value(v)).collect();
         crate::eval::eval_op(op, &args?).ok()
@@ -214,7 +300,10 @@ impl Graph {
         &self.values[id.index()]
     }
     pub fn values(&self) -> impl Iterator<Item = (ValueId, &Value)> {
-        self.values.iter().enumerate().map(|(i, v)| (ValueId(i as u32), v))
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (ValueId(i as u32), v))
     }
     pub fn value_by_name(&self, name: &str) -> Option<ValueId> {
         self.by_name.get(name).copied()
@@ -249,16 +338,25 @@ impl Graph {
     /// Nodes in an order where every producer comes before its consumers; ties keep insertion
     /// order so that printing and evaluation are deterministic.
     pub fn topo_order(&self) -> Result<Vec<NodeId>, GraphError> {
-        let mut indegree: HashMap<NodeId, usize> = self.nodes.node_indices().map(|n| (n, 0)).collect();
+        let mut indegree: HashMap<NodeId, usize> =
+            self.nodes.node_indices().map(|n| (n, 0)).collect();
         for e in (&self.nodes).edge_references() {
-            *indegree.get_mut(&e.target()).expect("edge target is a node") += 1;
+            *indegree
+                .get_mut(&e.target())
+                .expect("edge target is a node") += 1;
         }
-        let mut ready: std::collections::BTreeSet<NodeId> = indegree.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
+        let mut ready: std::collections::BTreeSet<NodeId> = indegree
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&n, _)| n)
+            .collect();
         let mut order = Vec::with_capacity(self.nodes.node_count());
         while let Some(n) = ready.pop_first() {
             order.push(n);
             for e in self.nodes.edges_directed(n, Direction::Outgoing) {
-                let d = indegree.get_mut(&e.target()).expect("edge target is a node");
+                let d = indegree
+                    .get_mut(&e.target())
+                    .expect("edge target is a node");
                 *d -= 1;
                 if *d == 0 {
                     ready.insert(e.target());
@@ -266,7 +364,12 @@ impl Graph {
             }
         }
         if order.len() != self.nodes.node_count() {
-            let stuck = indegree.iter().filter(|(_, &d)| d > 0).map(|(n, _)| *n).min().expect("a node is left");
+            let stuck = indegree
+                .iter()
+                .filter(|(_, &d)| d > 0)
+                .map(|(n, _)| *n)
+                .min()
+                .expect("a node is left");
             return Err(GraphError::Cycle(self.nodes[stuck].name.clone()));
         }
         Ok(order)
@@ -295,9 +398,13 @@ impl Graph {
                 return Err(GraphError::DuplicateValue(v.name.clone()));
             }
             if let ValueDef::Node { node, output } = v.def {
-                let ok = self.nodes.contains_node(node) && self.nodes[node].outputs.get(output) == Some(&id);
+                let ok = self.nodes.contains_node(node)
+                    && self.nodes[node].outputs.get(output) == Some(&id);
                 if !ok && !self.consumers(id).is_empty() {
-                    return Err(GraphError::Other(format!("value '{}' is read but its producer is gone", v.name)));
+                    return Err(GraphError::Other(format!(
+                        "value '{}' is read but its producer is gone",
+                        v.name
+                    )));
                 }
             }
         }
@@ -309,16 +416,29 @@ impl Graph {
                 message,
                 inputs: self.describe_values(&node.inputs),
             };
-            let in_types: Vec<&TensorType> = node.inputs.iter().map(|v| &self.values[v.index()].ty).collect();
+            let in_types: Vec<&TensorType> = node
+                .inputs
+                .iter()
+                .map(|v| &self.values[v.index()].ty)
+                .collect();
             let out_types = crate::infer::infer_types(&node.op, &in_types).map_err(err)?;
-            let stored: Vec<&TensorType> = node.outputs.iter().map(|v| &self.values[v.index()].ty).collect();
+            let stored: Vec<&TensorType> = node
+                .outputs
+                .iter()
+                .map(|v| &self.values[v.index()].ty)
+                .collect();
             if out_types.iter().collect::<Vec<_>>() != stored {
-                return Err(err(format!("stored output types {stored:?} differ from inferred {out_types:?}")));
+                return Err(err(format!(
+                    "stored output types {stored:?} differ from inferred {out_types:?}"
+                )));
             }
         }
         for &o in &self.outputs {
             if o.index() >= self.values.len() {
-                return Err(GraphError::Other(format!("graph output #{} does not exist", o.0)));
+                return Err(GraphError::Other(format!(
+                    "graph output #{} does not exist",
+                    o.0
+                )));
             }
         }
         Ok(())

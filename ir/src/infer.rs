@@ -17,6 +17,9 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let (x, w) = (first()?, inputs[1]);
             expect_float(x, "X")?;
             same_dtype(x, w, "W")?;
+            if let Some(b) = inputs.get(2) {
+                same_dtype(x, b, "B")?;
+            }
             let out = conv_output_dims(attrs, x, w, inputs.get(2).copied())?;
             one(TensorType::new(x.dtype, out))
         }
@@ -24,7 +27,10 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let x = first()?;
             expect_float(x, "X")?;
             if x.rank() < 2 {
-                return Err(format!("input must have a channel dim, has rank {}", x.rank()));
+                return Err(format!(
+                    "input must have a channel dim, has rank {}",
+                    x.rank()
+                ));
             }
             let c = x.dims()[1];
             for (i, name) in ["scale", "B", "mean", "var"].iter().enumerate() {
@@ -69,8 +75,17 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let mut dims = a.dims().to_vec();
             for t in &inputs[1..] {
                 same_dtype(a, t, "input")?;
-                if t.rank() != a.rank() || t.dims().iter().zip(a.dims()).enumerate().any(|(i, (p, q))| i != *axis && p != q) {
-                    return Err(format!("inputs {} and {} differ outside axis {axis}", a.shape, t.shape));
+                if t.rank() != a.rank()
+                    || t.dims()
+                        .iter()
+                        .zip(a.dims())
+                        .enumerate()
+                        .any(|(i, (p, q))| i != *axis && p != q)
+                {
+                    return Err(format!(
+                        "inputs {} and {} differ outside axis {axis}",
+                        a.shape, t.shape
+                    ));
                 }
                 dims[*axis] += t.dims()[*axis];
             }
@@ -81,7 +96,10 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             check_axis(*axis, a.rank())?;
             let total: usize = sizes.iter().sum();
             if total != a.dims()[*axis] {
-                return Err(format!("split sizes {sizes:?} add up to {total}, axis {axis} has {}", a.dims()[*axis]));
+                return Err(format!(
+                    "split sizes {sizes:?} add up to {total}, axis {axis} has {}",
+                    a.dims()[*axis]
+                ));
             }
             Ok(sizes
                 .iter()
@@ -95,7 +113,10 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
         Op::MaxPool(p) => {
             let x = first()?;
             if !(x.dtype.is_float() || x.dtype.is_quantized()) {
-                return Err(format!("MaxPool takes float or 8-bit input, not {}", x.dtype));
+                return Err(format!(
+                    "MaxPool takes float or 8-bit input, not {}",
+                    x.dtype
+                ));
             }
             one(TensorType::new(x.dtype, pool_output_dims(p, x)?))
         }
@@ -108,7 +129,10 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let x = first()?;
             expect_float(x, "X")?;
             if x.rank() < 3 {
-                return Err(format!("needs N, C and spatial dims, has rank {}", x.rank()));
+                return Err(format!(
+                    "needs N, C and spatial dims, has rank {}",
+                    x.rank()
+                ));
             }
             let mut d = x.dims()[..2].to_vec();
             d.resize(x.rank(), 1);
@@ -119,10 +143,21 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             expect_float(a, "A")?;
             same_dtype(a, b, "B")?;
             if a.rank() != 2 || b.rank() != 2 {
-                return Err(format!("A and B must be matrices, are {} and {}", a.shape, b.shape));
+                return Err(format!(
+                    "A and B must be matrices, are {} and {}",
+                    a.shape, b.shape
+                ));
             }
-            let (m, ka) = if g.trans_a { (a.dims()[1], a.dims()[0]) } else { (a.dims()[0], a.dims()[1]) };
-            let (kb, n) = if g.trans_b { (b.dims()[1], b.dims()[0]) } else { (b.dims()[0], b.dims()[1]) };
+            let (m, ka) = if g.trans_a {
+                (a.dims()[1], a.dims()[0])
+            } else {
+                (a.dims()[0], a.dims()[1])
+            };
+            let (kb, n) = if g.trans_b {
+                (b.dims()[1], b.dims()[0])
+            } else {
+                (b.dims()[0], b.dims()[1])
+            };
             if ka != kb {
                 return Err(format!("inner dimensions differ: {ka} vs {kb}"));
             }
@@ -149,9 +184,24 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
                 Op::QLinearMatMul { a: qa, b: qb, y } => {
                     qparams_match(qa, a, "a")?;
                     qparams_match(qb, b, "b")?;
+                    // Per-channel is meaningful only along rows of a and columns of b.
+                    if qa.axis().is_some_and(|ax| ax + 2 != a.rank())
+                        || qb.axis().is_some_and(|ax| ax + 1 != b.rank())
+                        || !y.is_per_tensor()
+                    {
+                        return Err("a may be per-row, b per-column, y only per-tensor".into());
+                    }
                     y.dtype()
                 }
-                _ => DType::I32,
+                Op::MatMulInteger {
+                    a_zero_point,
+                    b_zero_point,
+                } => {
+                    zero_point_fits(a_zero_point, a, "a")?;
+                    zero_point_fits(b_zero_point, b, "b")?;
+                    DType::I32
+                }
+                _ => unreachable!("outer match arm covers MatMulInteger and QLinearMatMul only"),
             };
             one(TensorType::new(dtype, dims))
         }
@@ -166,27 +216,43 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
         }
         Op::Reshape { shape, allow_zero } => {
             let x = first()?;
-            one(TensorType::new(x.dtype, reshape_dims(x.dims(), shape, *allow_zero)?))
+            one(TensorType::new(
+                x.dtype,
+                reshape_dims(x.dims(), shape, *allow_zero)?,
+            ))
         }
         Op::Transpose { perm } => {
             let x = first()?;
             let mut sorted = perm.clone();
             sorted.sort_unstable();
             if sorted != (0..x.rank()).collect::<Vec<_>>() {
-                return Err(format!("perm {perm:?} is not a permutation of 0..{}", x.rank()));
+                return Err(format!(
+                    "perm {perm:?} is not a permutation of 0..{}",
+                    x.rank()
+                ));
             }
-            one(TensorType::new(x.dtype, perm.iter().map(|&p| x.dims()[p]).collect::<Vec<_>>()))
+            one(TensorType::new(
+                x.dtype,
+                perm.iter().map(|&p| x.dims()[p]).collect::<Vec<_>>(),
+            ))
         }
         Op::Squeeze { axes } => {
             let x = first()?;
-            let axes: Vec<usize> = if axes.is_empty() { (0..x.rank()).filter(|&i| x.dims()[i] == 1).collect() } else { axes.clone() };
+            let axes: Vec<usize> = if axes.is_empty() {
+                (0..x.rank()).filter(|&i| x.dims()[i] == 1).collect()
+            } else {
+                axes.clone()
+            };
             for &a in &axes {
                 check_axis(a, x.rank())?;
                 if x.dims()[a] != 1 {
                     return Err(format!("cannot squeeze axis {a} of size {}", x.dims()[a]));
                 }
             }
-            let d: Vec<usize> = (0..x.rank()).filter(|i| !axes.contains(i)).map(|i| x.dims()[i]).collect();
+            let d: Vec<usize> = (0..x.rank())
+                .filter(|i| !axes.contains(i))
+                .map(|i| x.dims()[i])
+                .collect();
             one(TensorType::new(x.dtype, d))
         }
         Op::Unsqueeze { axes } => {
@@ -198,7 +264,9 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
                 if axes.contains(&i) {
                     d.push(1);
                 } else {
-                    d.push(*src.next().ok_or_else(|| format!("axes {axes:?} out of range for output rank {rank}"))?);
+                    d.push(*src.next().ok_or_else(|| {
+                        format!("axes {axes:?} out of range for output rank {rank}")
+                    })?);
                 }
             }
             if src.next().is_some() || axes.iter().any(|&a| a >= rank) {
@@ -216,7 +284,11 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let x = first()?;
             expect_float(x, "X")?;
             if x.rank() < 3 || l.size == 0 {
-                return Err(format!("LRN needs rank >= 3 and size >= 1 (rank {}, size {})", x.rank(), l.size));
+                return Err(format!(
+                    "LRN needs rank >= 3 and size >= 1 (rank {}, size {})",
+                    x.rank(),
+                    l.size
+                ));
             }
             one(x.clone())
         }
@@ -262,7 +334,12 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             d.extend_from_slice(&data.dims()[axis + 1..]);
             one(TensorType::new(data.dtype, d))
         }
-        Op::Slice { starts, ends, axes, steps } => {
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
             let x = first()?;
             let mut d = x.dims().to_vec();
             for r in slice_ranges(x.dims(), starts, ends, axes, steps)? {
@@ -279,15 +356,23 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             }
             let reduced = |i: usize| axes.is_empty() || axes.contains(&i);
             let d: Vec<usize> = if *keep_dims {
-                (0..x.rank()).map(|i| if reduced(i) { 1 } else { x.dims()[i] }).collect()
+                (0..x.rank())
+                    .map(|i| if reduced(i) { 1 } else { x.dims()[i] })
+                    .collect()
             } else {
-                (0..x.rank()).filter(|&i| !reduced(i)).map(|i| x.dims()[i]).collect()
+                (0..x.rank())
+                    .filter(|&i| !reduced(i))
+                    .map(|i| x.dims()[i])
+                    .collect()
             };
             one(TensorType::new(x.dtype, d))
         }
         Op::ConstantOfShape { shape, value } => {
             if value.numel() != 1 {
-                return Err(format!("value must have one element, has {}", value.numel()));
+                return Err(format!(
+                    "value must have one element, has {}",
+                    value.numel()
+                ));
             }
             one(TensorType::new(value.dtype(), shape.clone()))
         }
@@ -307,10 +392,21 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             qparams_match(q, x, "x")?;
             one(TensorType::new(DType::F32, x.dims().to_vec()))
         }
-        Op::QLinearConv { conv, x: qx, w: qw, y } => {
+        Op::QLinearConv {
+            conv,
+            x: qx,
+            w: qw,
+            y,
+        } => {
             let (x, w) = (first()?, inputs[1]);
             qparams_match(qx, x, "x")?;
             qparams_match(qw, w, "w")?;
+            if !qx.is_per_tensor() || !y.is_per_tensor() || qw.axis().is_some_and(|a| a != 0) {
+                return Err(
+                    "x and y must be quantized per tensor, w per tensor or per output channel"
+                        .into(),
+                );
+            }
             if let Some(b) = inputs.get(2) {
                 if b.dtype != DType::I32 {
                     return Err(format!("bias must be i32, is {}", b.dtype));
@@ -319,18 +415,37 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let out = conv_output_dims(conv, x, w, inputs.get(2).copied())?;
             one(TensorType::new(y.dtype(), out))
         }
-        Op::ConvInteger { conv, .. } => {
+        Op::ConvInteger {
+            conv,
+            x_zero_point,
+            w_zero_point,
+        } => {
             let (x, w) = (first()?, inputs[1]);
             expect_8bit(x, "x")?;
             expect_8bit(w, "w")?;
-            one(TensorType::new(DType::I32, conv_output_dims(conv, x, w, None)?))
+            zero_point_fits(x_zero_point, x, "x")?;
+            zero_point_fits(w_zero_point, w, "w")?;
+            if x_zero_point.axis.is_some() || w_zero_point.axis.is_some_and(|a| a != 0) {
+                return Err(
+                    "x's zero point must be per tensor, w's per tensor or per output channel"
+                        .into(),
+                );
+            }
+            one(TensorType::new(
+                DType::I32,
+                conv_output_dims(conv, x, w, None)?,
+            ))
         }
         Op::DynamicQuantizeLinear => {
             let x = first()?;
             if x.dtype != DType::F32 {
                 return Err(format!("x must be f32, is {}", x.dtype));
             }
-            Ok(vec![TensorType::new(DType::U8, x.dims().to_vec()), TensorType::new(DType::F32, vec![]), TensorType::new(DType::U8, vec![])])
+            Ok(vec![
+                TensorType::new(DType::U8, x.dims().to_vec()),
+                TensorType::new(DType::F32, vec![]),
+                TensorType::new(DType::U8, vec![]),
+            ])
         }
     }
 }
@@ -370,16 +485,54 @@ fn check_axis(axis: usize, rank: usize) -> R<()> {
 /// The quantized tensor `t` is of the parameters' type and their channel axis fits it.
 fn qparams_match(q: &crate::QParams, t: &TensorType, what: &str) -> R<()> {
     if q.dtype() != t.dtype {
-        return Err(format!("{what} is {} but its quantization parameters are for {}", t.dtype, q.dtype()));
+        return Err(format!(
+            "{what} is {} but its quantization parameters are for {}",
+            t.dtype,
+            q.dtype()
+        ));
     }
     qparams_fit(q, t)
+}
+
+/// Zero points of ConvInteger/MatMulInteger: one, or one per channel, inside the type's range.
+fn zero_point_fits(zp: &crate::ZeroPoint, t: &TensorType, what: &str) -> R<()> {
+    let n = match zp.axis {
+        None => 1,
+        Some(a) => {
+            check_axis(a, t.rank())?;
+            t.dims()[a]
+        }
+    };
+    if zp.values.len() != n {
+        return Err(format!(
+            "{what} has {} zero points, expected {n}",
+            zp.values.len()
+        ));
+    }
+    let (lo, hi) =
+        crate::quant::quant_range(t.dtype).ok_or_else(|| format!("{what} is not quantized"))?;
+    if let Some(v) = zp
+        .values
+        .iter()
+        .find(|&&v| (v as i64) < lo || (v as i64) > hi)
+    {
+        return Err(format!(
+            "{what} zero point {v} is outside the range of {}",
+            t.dtype
+        ));
+    }
+    Ok(())
 }
 
 fn qparams_fit(q: &crate::QParams, t: &TensorType) -> R<()> {
     if let Some(axis) = q.axis() {
         check_axis(axis, t.rank())?;
         if t.dims()[axis] != q.scales().len() {
-            return Err(format!("{} per-channel scales for axis {axis} of size {}", q.scales().len(), t.dims()[axis]));
+            return Err(format!(
+                "{} per-channel scales for axis {axis} of size {}",
+                q.scales().len(),
+                t.dims()[axis]
+            ));
         }
     }
     Ok(())
@@ -390,8 +543,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -407,8 +568,16 @@ pub fn matmul_dims(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     if a.is_empty() || b.is_empty() {
         return Err("matmul operands must have rank >= 1".into());
     }
-    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
     let (m, ka) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if ka != kb {
@@ -425,7 +594,13 @@ pub fn matmul_dims(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
 }
 
 /// Explicit (begins, ends) pads of a window op for a given input.
-pub fn resolve_pads(padding: &Padding, input: &[usize], kernel: &[usize], strides: &[usize], dilations: &[usize]) -> R<(Vec<usize>, Vec<usize>)> {
+pub fn resolve_pads(
+    padding: &Padding,
+    input: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+) -> R<(Vec<usize>, Vec<usize>)> {
     let n = input.len();
     match padding {
         Padding::Explicit(p) => {
@@ -439,9 +614,13 @@ pub fn resolve_pads(padding: &Padding, input: &[usize], kernel: &[usize], stride
             for i in 0..n {
                 let out = input[i].div_ceil(strides[i]);
                 let span = (kernel[i] - 1) * dilations[i] + 1;
-                let total = ((out - 1) * strides[i] + span).saturating_sub(input[i]);
+                let total = (out.saturating_sub(1) * strides[i] + span).saturating_sub(input[i]);
                 let small = total / 2;
-                (b[i], e[i]) = if matches!(padding, Padding::SameUpper) { (small, total - small) } else { (total - small, small) };
+                (b[i], e[i]) = if matches!(padding, Padding::SameUpper) {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
             }
             Ok((b, e))
         }
@@ -461,24 +640,41 @@ fn window_lens(kernel: &[usize], strides: &[usize], dilations: &[usize], spatial
 /// Output spatial size of a window op, given padded input, effective span and stride.
 fn window_out(padded: usize, span: usize, stride: usize, ceil: bool) -> R<usize> {
     if padded < span {
-        return Err(format!("window of span {span} is larger than the padded input {padded}"));
+        return Err(format!(
+            "window of span {span} is larger than the padded input {padded}"
+        ));
     }
     let q = padded - span;
     Ok(if ceil { q.div_ceil(stride) } else { q / stride } + 1)
 }
 
-fn conv_output_dims(c: &ConvAttrs, x: &TensorType, w: &TensorType, bias: Option<&TensorType>) -> R<Vec<usize>> {
-    let spatial = x.rank().checked_sub(2).filter(|&s| s >= 1).ok_or_else(|| format!("X must have rank >= 3, has {}", x.rank()))?;
+fn conv_output_dims(
+    c: &ConvAttrs,
+    x: &TensorType,
+    w: &TensorType,
+    bias: Option<&TensorType>,
+) -> R<Vec<usize>> {
+    let spatial = x
+        .rank()
+        .checked_sub(2)
+        .filter(|&s| s >= 1)
+        .ok_or_else(|| format!("X must have rank >= 3, has {}", x.rank()))?;
     if w.rank() != x.rank() {
         return Err(format!("W has rank {}, X has {}", w.rank(), x.rank()));
     }
     window_lens(&c.kernel, &c.strides, &c.dilations, spatial)?;
     if w.dims()[2..] != c.kernel[..] {
-        return Err(format!("kernel {:?} differs from weight shape {}", c.kernel, w.shape));
+        return Err(format!(
+            "kernel {:?} differs from weight shape {}",
+            c.kernel, w.shape
+        ));
     }
     let (cin, cout) = (x.dims()[1], w.dims()[0]);
     if c.group == 0 || cin % c.group != 0 || cout % c.group != 0 || w.dims()[1] * c.group != cin {
-        return Err(format!("group {} does not fit {cin} input channels, weight {}", c.group, w.shape));
+        return Err(format!(
+            "group {} does not fit {cin} input channels, weight {}",
+            c.group, w.shape
+        ));
     }
     if let Some(b) = bias {
         if b.dims() != [cout] {
@@ -490,15 +686,25 @@ fn conv_output_dims(c: &ConvAttrs, x: &TensorType, w: &TensorType, bias: Option<
     let mut out = vec![x.dims()[0], cout];
     for i in 0..spatial {
         let span = (c.kernel[i] - 1) * c.dilations[i] + 1;
-        out.push(window_out(input[i] + pb[i] + pe[i], span, c.strides[i], false)?);
+        out.push(window_out(
+            input[i] + pb[i] + pe[i],
+            span,
+            c.strides[i],
+            false,
+        )?);
     }
     Ok(out)
 }
 
 /// Output dims of a pooling op. With `ceil_mode`, a last window that would start entirely in
-/// the end padding is dropped (as onnxruntime and PyTorch do).
+/// the end padding is dropped (as ONNX shape inference and PyTorch do; onnxruntime 1.20 keeps
+/// it, with a warning).
 pub fn pool_output_dims(p: &PoolAttrs, x: &TensorType) -> R<Vec<usize>> {
-    let spatial = x.rank().checked_sub(2).filter(|&s| s >= 1).ok_or_else(|| format!("X must have rank >= 3, has {}", x.rank()))?;
+    let spatial = x
+        .rank()
+        .checked_sub(2)
+        .filter(|&s| s >= 1)
+        .ok_or_else(|| format!("X must have rank >= 3, has {}", x.rank()))?;
     window_lens(&p.kernel, &p.strides, &p.dilations, spatial)?;
     let input = &x.dims()[2..];
     let (pb, pe) = resolve_pads(&p.padding, input, &p.kernel, &p.strides, &p.dilations)?;
@@ -525,19 +731,25 @@ pub fn reshape_dims(input: &[usize], shape: &[i64], allow_zero: bool) -> R<Vec<u
                 infer_at = Some(i);
                 out.push(1);
             }
-            0 if !allow_zero => out.push(*input.get(i).ok_or_else(|| format!("shape {shape:?}: 0 at {i} copies a dim the input lacks"))?),
+            0 if !allow_zero => out.push(*input.get(i).ok_or_else(|| {
+                format!("shape {shape:?}: 0 at {i} copies a dim the input lacks")
+            })?),
             s if s >= 0 => out.push(s as usize),
             _ => return Err(format!("invalid target shape {shape:?}")),
         }
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || numel % known != 0 {
-            return Err(format!("cannot reshape {input:?} ({numel} elements) to {shape:?}"));
+        if known == 0 || !numel.is_multiple_of(known) {
+            return Err(format!(
+                "cannot reshape {input:?} ({numel} elements) to {shape:?}"
+            ));
         }
         out[i] = numel / known;
     } else if known != numel {
-        return Err(format!("cannot reshape {input:?} ({numel} elements) to {shape:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({numel} elements) to {shape:?}"
+        ));
     }
     Ok(out)
 }
@@ -552,7 +764,13 @@ pub struct SliceRange {
 }
 
 /// Clamps ONNX slice bounds to the input as the spec describes.
-pub fn slice_ranges(dims: &[usize], starts: &[i64], ends: &[i64], axes: &[usize], steps: &[i64]) -> R<Vec<SliceRange>> {
+pub fn slice_ranges(
+    dims: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[usize],
+    steps: &[i64],
+) -> R<Vec<SliceRange>> {
     if starts.len() != ends.len() || axes.len() != starts.len() || steps.len() != starts.len() {
         return Err("starts, ends, axes and steps must have equal lengths".into());
     }
@@ -572,16 +790,28 @@ pub fn slice_ranges(dims: &[usize], starts: &[i64], ends: &[i64], axes: &[usize]
         let (start, end) = if step > 0 {
             (norm(starts[i]).clamp(0, n), norm(ends[i]).clamp(0, n))
         } else {
-            (norm(starts[i]).clamp(0, n - 1), norm(ends[i]).clamp(-1, n - 1))
+            (
+                norm(starts[i]).clamp(0, n - 1),
+                norm(ends[i]).clamp(-1, n - 1),
+            )
         };
         let len = if step > 0 {
-            if end > start { (end - start + step - 1) / step } else { 0 }
+            if end > start {
+                (end - start + step - 1) / step
+            } else {
+                0
+            }
         } else if start > end {
             (start - end + (-step) - 1) / (-step)
         } else {
             0
         };
-        out.push(SliceRange { axis, start, step, len: len as usize });
+        out.push(SliceRange {
+            axis,
+            start,
+            step,
+            len: len as usize,
+        });
     }
     Ok(out)
 }
@@ -606,7 +836,10 @@ mod tests {
 
     #[test]
     fn reshape_handles_zero_and_minus_one() {
-        assert_eq!(reshape_dims(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(
+            reshape_dims(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
         assert!(reshape_dims(&[2, 3, 4], &[5, -1], false).is_err());
         assert_eq!(reshape_dims(&[0, 3], &[0, 3], true).unwrap(), vec![0, 3]);
     }
@@ -614,14 +847,36 @@ mod tests {
     #[test]
     fn slices_clamp_like_onnx() {
         let r = slice_ranges(&[10], &[-3], &[i64::MAX], &[0], &[1]).unwrap();
-        assert_eq!(r[0], SliceRange { axis: 0, start: 7, step: 1, len: 3 });
+        assert_eq!(
+            r[0],
+            SliceRange {
+                axis: 0,
+                start: 7,
+                step: 1,
+                len: 3
+            }
+        );
         let r = slice_ranges(&[10], &[i64::MAX], &[i64::MIN], &[0], &[-1]).unwrap();
-        assert_eq!(r[0], SliceRange { axis: 0, start: 9, step: -1, len: 10 });
+        assert_eq!(
+            r[0],
+            SliceRange {
+                axis: 0,
+                start: 9,
+                step: -1,
+                len: 10
+            }
+        );
     }
 
     #[test]
     fn ceil_mode_drops_a_window_starting_in_the_padding() {
-        let p = PoolAttrs { kernel: vec![2], strides: vec![2], dilations: vec![1], padding: Padding::Explicit(vec![0, 1]), ceil_mode: true };
+        let p = PoolAttrs {
+            kernel: vec![2],
+            strides: vec![2],
+            dilations: vec![1],
+            padding: Padding::Explicit(vec![0, 1]),
+            ceil_mode: true,
+        };
         let x = TensorType::new(DType::F32, vec![1, 1, 4]);
         // Padded length 5: ceil((5-2)/2)+1 = 3 windows, but the third would start at 4, in the padding.
         assert_eq!(pool_output_dims(&p, &x).unwrap(), vec![1, 1, 2]);

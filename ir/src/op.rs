@@ -62,11 +62,19 @@ pub struct LrnAttrs {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Relu,
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     /// Missing bounds are infinite (ONNX's defaults); ReLU6 is `Clip { 0, 6 }`.
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     Tanh,
 }
@@ -86,62 +94,125 @@ pub enum Op {
     /// Inputs: X, W, optional B.
     Conv(ConvAttrs),
     /// Inputs: X, scale, B, mean, var (inference form).
-    BatchNorm { epsilon: f32 },
+    BatchNorm {
+        epsilon: f32,
+    },
     Activation(Activation),
     /// Numpy-broadcasting arithmetic on two inputs.
     Binary(BinaryOp),
     /// Broadcasting sum of one or more inputs.
     Sum,
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// One output per size along `axis`.
-    Split { axis: usize, sizes: Vec<usize> },
+    Split {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
     MaxPool(PoolAttrs),
-    AveragePool { pool: PoolAttrs, count_include_pad: bool },
+    AveragePool {
+        pool: PoolAttrs,
+        count_include_pad: bool,
+    },
     GlobalAveragePool,
     GlobalMaxPool,
     /// Inputs: A, B, optional C.
     Gemm(GemmAttrs),
     MatMul,
-    Flatten { axis: usize },
+    Flatten {
+        axis: usize,
+    },
     /// ONNX semantics: 0 copies the input dim (unless `allow_zero`), -1 is inferred.
-    Reshape { shape: Vec<i64>, allow_zero: bool },
-    Transpose { perm: Vec<usize> },
+    Reshape {
+        shape: Vec<i64>,
+        allow_zero: bool,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// Sorted, de-duplicated axes of the input to remove.
-    Squeeze { axes: Vec<usize> },
+    Squeeze {
+        axes: Vec<usize>,
+    },
     /// Sorted axes of the output at which to insert 1s.
-    Unsqueeze { axes: Vec<usize> },
+    Unsqueeze {
+        axes: Vec<usize>,
+    },
     /// `coerce_2d`: opsets before 13 flatten the input to 2-D at `axis` and normalise each row;
     /// from 13 on, the softmax runs along the single `axis`.
-    Softmax { axis: usize, coerce_2d: bool },
+    Softmax {
+        axis: usize,
+        coerce_2d: bool,
+    },
     Lrn(LrnAttrs),
     /// Inference-mode dropout: the identity; the optional mask output is all true.
-    Dropout { mask_output: bool },
+    Dropout {
+        mask_output: bool,
+    },
     Identity,
     /// Constant-mode padding; pads in ONNX order (all begins then all ends), negative crops.
-    Pad { pads: Vec<i64>, value: f32 },
+    Pad {
+        pads: Vec<i64>,
+        value: f32,
+    },
     /// The input's shape as i64, dims `start..end` (already clamped to the rank).
-    Shape { start: usize, end: usize },
+    Shape {
+        start: usize,
+        end: usize,
+    },
     /// Inputs: data, indices (negative indices count from the end).
-    Gather { axis: usize },
+    Gather {
+        axis: usize,
+    },
     /// Per-axis starts/ends/steps exactly as ONNX gives them; clamping happens in inference.
-    Slice { starts: Vec<i64>, ends: Vec<i64>, axes: Vec<usize>, steps: Vec<i64> },
-    Cast { to: DType },
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        axes: Vec<usize>,
+        steps: Vec<i64>,
+    },
+    Cast {
+        to: DType,
+    },
     /// Empty `axes` reduces all axes (ONNX's default).
-    ReduceMean { axes: Vec<usize>, keep_dims: bool },
+    ReduceMean {
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
     /// A tensor of `shape` filled with `value` (a one-element tensor giving the type).
-    ConstantOfShape { shape: Vec<usize>, value: Tensor },
+    ConstantOfShape {
+        shape: Vec<usize>,
+        value: Tensor,
+    },
     /// Input: x (f32). Output: the quantized type of `params`.
     QuantizeLinear(QParams),
     /// Input: x (i8, u8 or i32). Output: f32.
     DequantizeLinear(QParams),
     /// Inputs: x, w, optional bias (i32).
-    QLinearConv { conv: ConvAttrs, x: QParams, w: QParams, y: QParams },
+    QLinearConv {
+        conv: ConvAttrs,
+        x: QParams,
+        w: QParams,
+        y: QParams,
+    },
     /// Inputs: a, b.
-    QLinearMatMul { a: QParams, b: QParams, y: QParams },
+    QLinearMatMul {
+        a: QParams,
+        b: QParams,
+        y: QParams,
+    },
     /// Inputs: x, w. Output: i32.
-    ConvInteger { conv: ConvAttrs, x_zero_point: ZeroPoint, w_zero_point: ZeroPoint },
+    ConvInteger {
+        conv: ConvAttrs,
+        x_zero_point: ZeroPoint,
+        w_zero_point: ZeroPoint,
+    },
     /// Inputs: a, b. Output: i32.
-    MatMulInteger { a_zero_point: ZeroPoint, b_zero_point: ZeroPoint },
+    MatMulInteger {
+        a_zero_point: ZeroPoint,
+        b_zero_point: ZeroPoint,
+    },
     /// Input: x (f32). Outputs: y (u8), y_scale (f32 scalar), y_zero_point (u8 scalar).
     DynamicQuantizeLinear,
 }

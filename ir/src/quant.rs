@@ -37,18 +37,31 @@ impl QParams {
         QParams::new(dtype, None, vec![scale], vec![zero_point])
     }
 
-    pub fn per_channel(dtype: DType, axis: usize, scales: Vec<f32>, zero_points: Vec<i32>) -> Result<QParams, QParamsError> {
+    pub fn per_channel(
+        dtype: DType,
+        axis: usize,
+        scales: Vec<f32>,
+        zero_points: Vec<i32>,
+    ) -> Result<QParams, QParamsError> {
         QParams::new(dtype, Some(axis), scales, zero_points)
     }
 
     /// `axis` is `None` for per-tensor parameters; then exactly one scale and zero point.
-    pub fn new(dtype: DType, axis: Option<usize>, scales: Vec<f32>, zero_points: Vec<i32>) -> Result<QParams, QParamsError> {
+    pub fn new(
+        dtype: DType,
+        axis: Option<usize>,
+        scales: Vec<f32>,
+        zero_points: Vec<i32>,
+    ) -> Result<QParams, QParamsError> {
         let (lo, hi) = quant_range(dtype).ok_or(QParamsError::BadDType(dtype))?;
         if scales.is_empty() {
             return Err(QParamsError::Empty);
         }
         if scales.len() != zero_points.len() {
-            return Err(QParamsError::LengthMismatch { scales: scales.len(), zero_points: zero_points.len() });
+            return Err(QParamsError::LengthMismatch {
+                scales: scales.len(),
+                zero_points: zero_points.len(),
+            });
         }
         if axis.is_none() && scales.len() != 1 {
             return Err(QParamsError::NotScalar(scales.len()));
@@ -57,10 +70,21 @@ impl QParams {
         if let Some(&s) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(QParamsError::BadScale(s));
         }
-        if let Some(&zp) = zero_points.iter().find(|&&z| (z as i64) < lo || (z as i64) > hi) {
-            return Err(QParamsError::ZeroPointOutOfRange { zero_point: zp, dtype });
+        if let Some(&zp) = zero_points
+            .iter()
+            .find(|&&z| (z as i64) < lo || (z as i64) > hi)
+        {
+            return Err(QParamsError::ZeroPointOutOfRange {
+                zero_point: zp,
+                dtype,
+            });
         }
-        Ok(QParams { dtype, axis, scales, zero_points })
+        Ok(QParams {
+            dtype,
+            axis,
+            scales,
+            zero_points,
+        })
     }
 
     pub fn dtype(&self) -> DType {
@@ -106,7 +130,10 @@ pub struct ZeroPoint {
 
 impl ZeroPoint {
     pub fn zero() -> ZeroPoint {
-        ZeroPoint { axis: None, values: vec![0] }
+        ZeroPoint {
+            axis: None,
+            values: vec![0],
+        }
     }
     pub fn channel(&self, c: usize) -> i32 {
         if self.axis.is_some() {

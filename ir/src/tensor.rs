@@ -107,7 +107,10 @@ impl Tensor {
     }
 
     pub fn ty(&self) -> TensorType {
-        TensorType { dtype: self.dtype(), shape: self.shape() }
+        TensorType {
+            dtype: self.dtype(),
+            shape: self.shape(),
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -133,11 +136,17 @@ impl Tensor {
     }
 
     pub fn from_f32(dims: &[usize], data: Vec<f32>) -> Tensor {
-        Tensor::F32(ArrayD::from_shape_vec(IxDyn(dims), data).expect("from_f32: data length must match dims"))
+        Tensor::F32(
+            ArrayD::from_shape_vec(IxDyn(dims), data)
+                .expect("from_f32: data length must match dims"),
+        )
     }
 
     pub fn from_i64(dims: &[usize], data: Vec<i64>) -> Tensor {
-        Tensor::I64(ArrayD::from_shape_vec(IxDyn(dims), data).expect("from_i64: data length must match dims"))
+        Tensor::I64(
+            ArrayD::from_shape_vec(IxDyn(dims), data)
+                .expect("from_i64: data length must match dims"),
+        )
     }
 
     /// Every element widened to i64, in row-major order: for shape-like and index tensors.
@@ -170,12 +179,22 @@ impl Tensor {
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.numel() * self.dtype().size_bytes());
         match self {
-            Tensor::F32(a) => a.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            Tensor::F16(a) => a.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            Tensor::I8(a) => a.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Tensor::F32(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Tensor::F16(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Tensor::I8(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
             Tensor::U8(a) => out.extend(a.iter()),
-            Tensor::I32(a) => a.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            Tensor::I64(a) => a.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Tensor::I32(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Tensor::I64(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
             Tensor::Bool(a) => out.extend(a.iter().map(|&b| b as u8)),
         }
         out
@@ -189,16 +208,31 @@ impl Tensor {
         }
         let s = IxDyn(ty.dims());
         fn collect<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-            bytes.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact yields N bytes"))).collect()
+            bytes
+                .chunks_exact(N)
+                .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+                .collect()
         }
         let t = match ty.dtype {
-            DType::F32 => Tensor::F32(ArrayD::from_shape_vec(s, collect(bytes, f32::from_le_bytes)).ok()?),
-            DType::F16 => Tensor::F16(ArrayD::from_shape_vec(s, collect(bytes, f16::from_le_bytes)).ok()?),
-            DType::I8 => Tensor::I8(ArrayD::from_shape_vec(s, collect(bytes, i8::from_le_bytes)).ok()?),
+            DType::F32 => {
+                Tensor::F32(ArrayD::from_shape_vec(s, collect(bytes, f32::from_le_bytes)).ok()?)
+            }
+            DType::F16 => {
+                Tensor::F16(ArrayD::from_shape_vec(s, collect(bytes, f16::from_le_bytes)).ok()?)
+            }
+            DType::I8 => {
+                Tensor::I8(ArrayD::from_shape_vec(s, collect(bytes, i8::from_le_bytes)).ok()?)
+            }
             DType::U8 => Tensor::U8(ArrayD::from_shape_vec(s, bytes.to_vec()).ok()?),
-            DType::I32 => Tensor::I32(ArrayD::from_shape_vec(s, collect(bytes, i32::from_le_bytes)).ok()?),
-            DType::I64 => Tensor::I64(ArrayD::from_shape_vec(s, collect(bytes, i64::from_le_bytes)).ok()?),
-            DType::Bool => Tensor::Bool(ArrayD::from_shape_vec(s, bytes.iter().map(|&b| b != 0).collect()).ok()?),
+            DType::I32 => {
+                Tensor::I32(ArrayD::from_shape_vec(s, collect(bytes, i32::from_le_bytes)).ok()?)
+            }
+            DType::I64 => {
+                Tensor::I64(ArrayD::from_shape_vec(s, collect(bytes, i64::from_le_bytes)).ok()?)
+            }
+            DType::Bool => Tensor::Bool(
+                ArrayD::from_shape_vec(s, bytes.iter().map(|&b| b != 0).collect()).ok()?,
+            ),
         };
         Some(t)
     }
@@ -213,7 +247,11 @@ mod tests {
         for dtype in DType::ALL {
             let ty = TensorType::new(dtype, vec![2, 3]);
             let bytes: Vec<u8> = (0..ty.byte_size()).map(|i| (i * 37 % 251) as u8).collect();
-            let bytes = if dtype == DType::Bool { bytes.iter().map(|b| b & 1).collect() } else { bytes };
+            let bytes = if dtype == DType::Bool {
+                bytes.iter().map(|b| b & 1).collect()
+            } else {
+                bytes
+            };
             let t = Tensor::from_le_bytes(&ty, &bytes).unwrap();
             assert_eq!(t.ty(), ty);
             assert_eq!(t.to_le_bytes(), bytes, "{dtype}");

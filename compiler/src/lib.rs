@@ -1,0 +1,12 @@
+//! qcc: the ONNX front end, the compiler driver and the pieces of the command-line interface.
+//!
+//! The path a model takes, from `main.rs` down: [`driver::load_model`] imports it with
+//! [`onnx::import`] into a `qcc_ir::Graph`; `qcc run` evaluates it with the reference
+//! interpreter (`qcc_ir::eval`); `qcc inspect` reports on it with [`inspect`].
+
+pub mod driver;
+pub mod inspect;
+pub mod npy;
+pub mod onnx;
+pub mod rng;
+pub mod zoo;
