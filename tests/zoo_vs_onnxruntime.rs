@@ -11,16 +11,27 @@ use std::process::Command;
 
 const MAX_RELATIVE_L2: f64 = 1e-4;
 
-fn check(name: &str, dir: &std::path::Path) -> Result<f64, String> {
+/// Builds `name`, writes it (the batch symbolic if `dynamic_batch`), imports it back with
+/// `batch`, runs both engines and returns the worst relative L2 error over the outputs.
+fn check(
+    name: &str,
+    dir: &std::path::Path,
+    dynamic_batch: bool,
+    batch: usize,
+) -> Result<f64, String> {
     let model_path = dir.join(format!("{name}.onnx"));
     let g = qcc::zoo::build(name, &qcc::zoo::ZooOptions { seed: 1, batch: 1 })
         .map_err(|e| e.to_string())?;
-    write_model(&g, &ExportOptions::default(), &model_path).map_err(|e| e.to_string())?;
+    let opts = ExportOptions {
+        dynamic_batch,
+        ..ExportOptions::default()
+    };
+    write_model(&g, &opts, &model_path).map_err(|e| e.to_string())?;
 
     let imported = import_file(
         &model_path,
         &ImportOptions {
-            batch: 1,
+            batch,
             ..Default::default()
         },
     )
@@ -30,6 +41,12 @@ fn check(name: &str, dir: &std::path::Path) -> Result<f64, String> {
         imported.value(input).name.clone(),
         imported.value(input).ty.clone(),
     );
+    if in_ty.dims()[0] != batch {
+        return Err(format!(
+            "input batch is {}, expected {batch}",
+            in_ty.dims()[0]
+        ));
+    }
     let x = qcc::driver::random_tensor(&in_ty, &mut qcc::rng::SeededRng::new(3));
     let in_path = dir.join(format!("{name}_input.npy"));
     qcc::npy::write(&in_path, &x).map_err(|e| e.to_string())?;
@@ -72,7 +89,7 @@ fn zoo_models_match_onnxruntime() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut failures = Vec::new();
     for (name, _) in qcc::zoo::MODELS {
-        match check(name, &dir) {
+        match check(name, &dir, false, 1) {
             Ok(err) if err <= MAX_RELATIVE_L2 => println!("{name}: relative L2 {err:.2e}"),
             Ok(err) => failures.push(format!(
                 "{name}: relative L2 {err:.2e} > {MAX_RELATIVE_L2:e}"
@@ -87,4 +104,13 @@ fn zoo_models_match_onnxruntime() {
         failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_symbolic_batch_binds_to_the_requested_size() {
+    let dir = std::env::temp_dir().join(format!("qcc-zoo-ort-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = check("tiny-cnn", &dir, true, 3).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(err <= MAX_RELATIVE_L2, "relative L2 {err:.2e}");
 }

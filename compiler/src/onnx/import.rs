@@ -16,7 +16,6 @@ mod tensor;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_backend;
 #[cfg(test)]
 mod tests_ops;
 #[cfg(test)]

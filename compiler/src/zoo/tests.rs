@@ -342,34 +342,3 @@ fn calibrated_logits_stay_in_range() {
         );
     }
 }
-
-/// Writes every model to `$QCC_ZOO_DIR` (default /tmp/qcc-zoo) for checking with onnx and
-/// onnxruntime: `cargo test -p qcc zoo::tests::write_all_models -- --ignored`. Beside each
-/// `<model>.onnx` go a seeded input `<model>.input.npy` and, except for VGG-19 (slow to
-/// interpret), the interpreter's logits `<model>.logits.npy`, to compare with onnxruntime.
-#[test]
-#[ignore]
-fn write_all_models() {
-    let dir = std::env::var("QCC_ZOO_DIR").unwrap_or_else(|_| "/tmp/qcc-zoo".into());
-    let dir = std::path::Path::new(&dir);
-    std::fs::create_dir_all(dir).expect("create the output directory");
-    for (name, _) in MODELS {
-        let g = build(name, &ZooOptions { seed: 0, batch: 1 })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let opts = ExportOptions {
-            dynamic_batch: true,
-            ..ExportOptions::default()
-        };
-        let path = dir.join(format!("{name}.onnx"));
-        crate::onnx::export::write_model(&g, &opts, &path)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let input = random_image(&g, 42);
-        let x = input.values().next().expect("one input");
-        crate::npy::write(&dir.join(format!("{name}.input.npy")), x).expect("write the input");
-        if *name != "vgg19" {
-            let out = qcc_ir::eval::run(&g, &input).unwrap_or_else(|e| panic!("{name}: {e}"));
-            crate::npy::write(&dir.join(format!("{name}.logits.npy")), &out[0])
-                .expect("write the logits");
-        }
-    }
-}
