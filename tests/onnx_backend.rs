@@ -1,7 +1,8 @@
 //! ONNX backend conformance: the node tests and the PyTorch-converted/-operator tests shipped
 //! in the onnx 1.15.0 wheel, run through qcc's importer and reference interpreter.
 //!
-//! A test is in scope when every op of its model is one qcc supports (`IN_SCOPE_OPS`).
+//! A test is in scope when every op of its model is one the importer supports
+//! (`SUPPORTED_OPS`, the foundation issue's list), so every supported op is exercised.
 //! `tests/conformance/onnx_backend.manifest` records each in-scope test as `pass` or `xfail`
 //! with a reason; this suite fails when a pass regresses, an expected failure starts passing,
 //! a test is missing from the manifest, or anything panics. `QCC_BLESS=1` rewrites the
@@ -10,61 +11,12 @@
 mod common;
 
 use prost::Message;
+use qcc::onnx::import::SUPPORTED_OPS;
 use qcc::onnx::proto::ModelProto;
 use qcc::onnx::{import_bytes, ImportOptions};
 use qcc_ir::Tensor;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-
-/// The ops the foundation issue names; tests using anything else are out of scope.
-const IN_SCOPE_OPS: &[&str] = &[
-    "Conv",
-    "BatchNormalization",
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Sum",
-    "Concat",
-    "Split",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "Gemm",
-    "MatMul",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "Softmax",
-    "LRN",
-    "Dropout",
-    "Identity",
-    "Pad",
-    "Shape",
-    "Gather",
-    "Slice",
-    "Cast",
-    "ReduceMean",
-    "ConstantOfShape",
-    "Constant",
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "ConvInteger",
-    "MatMulInteger",
-    "DynamicQuantizeLinear",
-];
 
 const SUITES: &[&str] = &["node", "pytorch-converted", "pytorch-operator"];
 const MANIFEST: &str = "tests/conformance/onnx_backend.manifest";
@@ -92,7 +44,7 @@ fn in_scope_tests(data: &Path) -> Vec<String> {
             let in_scope = !graph.node.is_empty()
                 && graph.node.iter().all(|n| {
                     (n.domain.is_empty() || n.domain == "ai.onnx")
-                        && IN_SCOPE_OPS.contains(&n.op_type.as_str())
+                        && SUPPORTED_OPS.contains(&n.op_type.as_str())
                 });
             if in_scope {
                 out.push(format!(

@@ -130,13 +130,14 @@ pub fn graph_stats(g: &Graph) -> Result<GraphStats, qcc_ir::GraphError> {
     })
 }
 
-/// 1234567 → "1.23M".
+/// 1234567 → "1.23M": three significant digits are what a person compares.
 pub fn human(n: u64) -> String {
+    let x = n as f64;
     match n {
         0..=9_999 => n.to_string(),
-        10_000..=9_999_999 => format!("{:.2}K", n as f64 / 1e3),
-        10_000_000..=9_999_999_999 => format!("{:.2}M", n as f64 / 1e6),
-        _ => format!("{:.2}G", n as f64 / 1e9),
+        10_000..=999_999 => format!("{:.1}K", x / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}M", x / 1e6),
+        _ => format!("{:.2}G", x / 1e9),
     }
 }
 
@@ -185,7 +186,7 @@ pub fn format_table(g: &Graph, s: &GraphStats) -> String {
     let _ = writeln!(out, "ops: {}", counts.join(", "));
     let _ = writeln!(
         out,
-        "totals: {} nodes, {} parameters ({} bytes of weights), {} FLOPs",
+        "totals: {} nodes, {} parameters ({}B of weights), {} FLOPs",
         s.nodes.len(),
         human(s.params),
         human(s.weight_bytes),
@@ -238,4 +239,17 @@ pub fn to_json(g: &Graph, s: &GraphStats) -> serde_json::Value {
         "op_counts": s.op_counts,
         "totals": { "nodes": s.nodes.len(), "params": s.params, "weight_bytes": s.weight_bytes, "flops": s.flops },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn human_numbers_keep_three_significant_digits() {
+        assert_eq!(human(9_408), "9408");
+        assert_eq!(human(1_605_632), "1.61M");
+        assert_eq!(human(401_408), "401.4K");
+        assert_eq!(human(8_217_630_000), "8.22G");
+    }
 }

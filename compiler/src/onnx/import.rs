@@ -21,7 +21,7 @@ mod tests_ops;
 #[cfg(test)]
 mod tests_quant;
 
-pub use support::UnsupportedNode;
+pub use support::{UnsupportedNode, SUPPORTED_OPS};
 pub use tensor::tensor_from_proto;
 
 use crate::onnx::proto::{type_proto, GraphProto, ModelProto, TypeProto, ValueInfoProto};

@@ -7,7 +7,7 @@ use std::fmt;
 
 /// The default-domain ops the importer translates (one function each in `ops`, `shape_ops`
 /// and `quant`).
-pub(crate) const SUPPORTED_OPS: &[&str] = &[
+pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "BatchNormalization",
     "Relu",
