@@ -18,6 +18,8 @@ pub enum DriverError {
     Eval(#[from] qcc_ir::eval::EvalError),
     #[error(transparent)]
     Graph(#[from] qcc_ir::GraphError),
+    #[error(transparent)]
+    Pass(#[from] qcc_passes::PassError),
     #[error("--input {spec}: {message}")]
     InputSpec { spec: String, message: String },
     #[error("{0}")]
@@ -34,6 +36,18 @@ pub fn load_model(path: &Path, batch: usize) -> Result<Graph, DriverError> {
         ..ImportOptions::default()
     };
     Ok(import_file(path, &opts)?)
+}
+
+/// Runs the standard pass pipeline (default options) on `g`; returns what each pass did.
+/// `dump` receives the graph after every run of the pass named `dump_after`; an unknown name
+/// is an error listing the pipeline's passes.
+pub fn optimize(
+    g: &mut Graph,
+    dump_after: Option<&str>,
+    dump: Option<qcc_passes::DumpFn>,
+) -> Result<Vec<qcc_passes::PassReport>, DriverError> {
+    let pm = qcc_passes::default_pipeline(&qcc_passes::PipelineOptions::default());
+    Ok(pm.run(g, dump_after, dump)?)
 }
 
 /// Parses `NAME=FILE.npy` arguments.

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 pub struct NodeStats {
     pub name: String,
-    pub op: &'static str,
+    /// [`Op::display_name`]: a fused op lists what it contains (`Conv+Add+Relu`).
+    pub op: String,
     pub inputs: Vec<ValueId>,
     pub outputs: Vec<ValueId>,
     /// Elements of the node's weight inputs (constants, or tensors built by ConstantOfShape).
@@ -46,6 +47,21 @@ pub fn node_flops(g: &Graph, n: NodeId) -> u64 {
     let input = |i: usize| node.inputs.get(i).map(|&v| numel(g, v)).unwrap_or(0);
     let dims = |i: usize| g.value(node.inputs[i]).ty.dims().to_vec();
     match &node.op {
+        Op::FusedConv {
+            residual,
+            activation,
+            ..
+        } => {
+            let w = dims(1);
+            let macs_per_output: u64 = w[1..].iter().map(|&d| d as u64).product();
+            let epilogue = 1 + *residual as u64 + activation.map_or(0, activation_flops);
+            out * (2 * macs_per_output + epilogue)
+        }
+        Op::FusedGemm { gemm, activation } => {
+            let a = dims(0);
+            let k = if gemm.trans_a { a[0] } else { a[1] } as u64;
+            out * (2 * k + (node.inputs.len() > 2) as u64 + activation.map_or(0, activation_flops))
+        }
         Op::Conv(_) | Op::QLinearConv { .. } | Op::ConvInteger { .. } => {
             let w = dims(1);
             let macs_per_output: u64 = w[1..].iter().map(|&d| d as u64).product();
@@ -61,11 +77,7 @@ pub fn node_flops(g: &Graph, n: NodeId) -> u64 {
             2 * out * *a.last().unwrap_or(&1) as u64
         }
         Op::BatchNorm { .. } => 2 * out,
-        Op::Activation(a) => match a {
-            Activation::Sigmoid | Activation::Tanh => 4 * out,
-            Activation::HardSigmoid { .. } | Activation::HardSwish => 3 * out,
-            Activation::Relu | Activation::LeakyRelu { .. } | Activation::Clip { .. } => out,
-        },
+        Op::Activation(a) => out * activation_flops(*a),
         Op::Binary(_) => out,
         Op::Sum => out * (node.inputs.len() as u64).saturating_sub(1),
         Op::MaxPool(p) => out * p.kernel.iter().product::<usize>() as u64,
@@ -93,6 +105,15 @@ pub fn node_flops(g: &Graph, n: NodeId) -> u64 {
     }
 }
 
+/// FLOPs per element of an activation.
+fn activation_flops(a: Activation) -> u64 {
+    match a {
+        Activation::Sigmoid | Activation::Tanh => 4,
+        Activation::HardSigmoid { .. } | Activation::HardSwish => 3,
+        Activation::Relu | Activation::LeakyRelu { .. } | Activation::Clip { .. } => 1,
+    }
+}
+
 pub fn graph_stats(g: &Graph) -> Result<GraphStats, qcc_ir::GraphError> {
     let mut nodes = Vec::new();
     let mut op_counts = BTreeMap::new();
@@ -114,7 +135,7 @@ pub fn graph_stats(g: &Graph) -> Result<GraphStats, qcc_ir::GraphError> {
         *op_counts.entry(node.op.name()).or_insert(0) += 1;
         nodes.push(NodeStats {
             name: node.name.clone(),
-            op: node.op.name(),
+            op: node.op.display_name(),
             inputs: node.inputs.clone(),
             outputs: node.outputs.clone(),
             params: node_params,
@@ -195,6 +216,91 @@ pub fn format_table(g: &Graph, s: &GraphStats) -> String {
     out
 }
 
+/// `Conv 53 → 0, FusedConv 0 → 53, ...`: every op present before or after the passes,
+/// those whose count changed first (alphabetical within each group).
+pub fn format_op_count_changes(
+    before: &BTreeMap<&'static str, usize>,
+    after: &BTreeMap<&'static str, usize>,
+) -> String {
+    let ops: std::collections::BTreeSet<&str> =
+        before.keys().chain(after.keys()).copied().collect();
+    let count = |m: &BTreeMap<&'static str, usize>, op: &str| m.get(op).copied().unwrap_or(0);
+    let (changed, same): (Vec<&str>, Vec<&str>) = ops
+        .into_iter()
+        .partition(|op| count(before, op) != count(after, op));
+    let fmt = |op: &str| format!("{op} {} → {}", count(before, op), count(after, op));
+    let mut out = format!(
+        "ops before → after: {}",
+        changed
+            .iter()
+            .map(|op| fmt(op))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if changed.is_empty() {
+        out.push_str("(no change)");
+    }
+    if !same.is_empty() {
+        out.push_str(&format!(
+            "\nunchanged: {}",
+            same.iter()
+                .map(|op| format!("{op} {}", count(before, op)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// One line per pass run: name, time, nodes before → after, whether it changed the graph.
+pub fn format_pass_report(reports: &[qcc_passes::PassReport]) -> String {
+    use std::fmt::Write;
+    let name_w = reports
+        .iter()
+        .map(|r| r.pass.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = String::from("passes:\n");
+    let mut total = std::time::Duration::ZERO;
+    for r in reports {
+        total += r.duration;
+        let _ = writeln!(
+            out,
+            "  {:name_w$}  {:>9.3} ms  {:>6} → {:<6} nodes{}",
+            r.pass,
+            r.duration.as_secs_f64() * 1e3,
+            r.nodes_before,
+            r.nodes_after,
+            if r.changed { "" } else { "  (unchanged)" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:name_w$}  {:>9.3} ms",
+        "total",
+        total.as_secs_f64() * 1e3
+    );
+    out
+}
+
+/// The pass report as JSON: `[{"pass", "changed", "ms", "nodes_before", "nodes_after"}]`.
+pub fn pass_report_json(reports: &[qcc_passes::PassReport]) -> serde_json::Value {
+    reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "pass": r.pass,
+                "changed": r.changed,
+                "ms": r.duration.as_secs_f64() * 1e3,
+                "nodes_before": r.nodes_before,
+                "nodes_after": r.nodes_after,
+            })
+        })
+        .collect()
+}
+
 /// The machine-readable form of the same facts.
 pub fn to_json(g: &Graph, s: &GraphStats) -> serde_json::Value {
     let names = |vs: &[ValueId]| {
@@ -243,7 +349,19 @@ pub fn to_json(g: &Graph, s: &GraphStats) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::{format_op_count_changes, human};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn op_count_changes_list_changed_ops_first() {
+        let before = BTreeMap::from([("BatchNormalization", 2), ("Conv", 2), ("Relu", 1)]);
+        let after = BTreeMap::from([("FusedConv", 2), ("Relu", 1)]);
+        assert_eq!(
+            format_op_count_changes(&before, &after),
+            "ops before → after: BatchNormalization 2 → 0, Conv 2 → 0, FusedConv 0 → 2\n\
+             unchanged: Relu 1\n"
+        );
+    }
 
     #[test]
     fn human_numbers_keep_three_significant_digits() {

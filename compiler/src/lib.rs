@@ -2,8 +2,10 @@
 //!
 //! The path a model takes, from `main.rs` down: [`driver::load_model`] imports it with
 //! [`onnx::import`] into a `qcc_ir::Graph`; `qcc run` evaluates it with the reference
-//! interpreter (`qcc_ir::eval`); `qcc inspect` reports on it with [`inspect`].
+//! interpreter (`qcc_ir::eval`); `qcc inspect` reports on it with [`inspect`] and draws it with [`dot`]; with
+//! `--after-passes` both first run the `qcc_passes` pipeline ([`driver::optimize`]).
 
+pub mod dot;
 pub mod driver;
 pub mod inspect;
 pub mod npy;

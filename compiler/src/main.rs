@@ -1,11 +1,12 @@
 //! `qcc`: the command-line interface. Each subcommand is a thin layer over the library:
 //! `onnx` (import/export), `zoo` (reference architectures), `driver` (load and run) and
-//! `inspect` (per-node facts).
+//! `inspect` (per-node facts, `--after-passes` through the `qcc_passes` pipeline, `--dot`).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qcc::driver::{self, DriverError, InputSource};
 use qcc::{inspect, npy, onnx, zoo};
-use std::path::PathBuf;
+use qcc_ir::Graph;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -59,6 +60,9 @@ enum Command {
         /// Binds a symbolic batch dimension.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Run the optimized graph (the standard pass pipeline applied first).
+        #[arg(long)]
+        after_passes: bool,
     },
     /// Print per-node op, shapes, parameters and FLOPs, with totals.
     Inspect {
@@ -68,6 +72,17 @@ enum Command {
         /// Binds a symbolic batch dimension.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Run the standard pass pipeline first: report op counts before → after and each
+        /// pass's time, then describe the optimized graph.
+        #[arg(long)]
+        after_passes: bool,
+        /// Print the graph (.qir) after the named pass to stdout, instead of the report
+        /// (which goes to stderr). Implies --after-passes.
+        #[arg(long, value_name = "PASS", conflicts_with = "format")]
+        dump_after: Option<String>,
+        /// Write the graph as Graphviz DOT (after passes when they run).
+        #[arg(long, value_name = "FILE")]
+        dot: Option<PathBuf>,
     },
 }
 
@@ -80,6 +95,11 @@ enum Format {
     /// The same facts as `text`, as JSON for scripts.
     Json,
 }
+
+/// `.qir` for people: weights elided, small constants in full.
+const QIR_PRINT: qcc_ir::text::PrintOptions = qcc_ir::text::PrintOptions {
+    elide_constants_over: Some(16),
+};
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -128,8 +148,13 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             reference: _,
             seed,
             batch,
+            after_passes,
         } => {
-            let g = driver::load_model(&model, batch)?;
+            let mut g = driver::load_model(&model, batch)?;
+            if after_passes {
+                let reports = driver::optimize(&mut g, None, None)?;
+                eprint!("{}", inspect::format_pass_report(&reports));
+            }
             let files = driver::parse_input_specs(&inputs)?;
             let prepared = driver::prepare_inputs(&g, &files, seed)?;
             for (name, t, source) in &prepared {
@@ -151,29 +176,81 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             model,
             format,
             batch,
-        } => {
-            let g = driver::load_model(&model, batch)?;
-            match format {
-                Format::Qir => print!(
+            after_passes,
+            dump_after,
+            dot,
+        } => inspect_command(&model, format, batch, after_passes, dump_after, dot),
+    }
+}
+
+/// `qcc inspect`: the graph as imported, or after the pass pipeline.
+fn inspect_command(
+    model: &Path,
+    format: Format,
+    batch: usize,
+    after_passes: bool,
+    dump_after: Option<String>,
+    dot: Option<PathBuf>,
+) -> Result<(), DriverError> {
+    let mut g = driver::load_model(model, batch)?;
+    let before = inspect::graph_stats(&g)?;
+    let mut reports = None;
+    if after_passes || dump_after.is_some() {
+        let dump: Option<qcc_passes::DumpFn> = match &dump_after {
+            Some(_) => Some(Box::new(|pass: &str, graph: &Graph| {
+                println!("; after pass {pass}");
+                print!("{}", qcc_ir::text::print_graph(graph, &QIR_PRINT));
+            })),
+            None => None,
+        };
+        reports = Some(driver::optimize(&mut g, dump_after.as_deref(), dump)?);
+    }
+    if let Some(path) = &dot {
+        let text = qcc::dot::to_dot(&g)?;
+        std::fs::write(path, text)
+            .map_err(|e| DriverError::Other(format!("{}: {e}", path.display())))?;
+        eprintln!("wrote the graph as DOT to {}", path.display());
+    }
+    let stats = inspect::graph_stats(&g)?;
+    if dump_after.is_some() {
+        // stdout holds only the dump, so it can be redirected into a .qir file.
+        if let Some(r) = &reports {
+            eprint!("{}", inspect::format_pass_report(r));
+        }
+        eprint!(
+            "{}",
+            inspect::format_op_count_changes(&before.op_counts, &stats.op_counts)
+        );
+        return Ok(());
+    }
+    match format {
+        Format::Qir => print!("{}", qcc_ir::text::print_graph(&g, &QIR_PRINT)),
+        Format::Text => {
+            print!("{}", inspect::format_table(&g, &stats));
+            if let Some(r) = &reports {
+                println!();
+                print!("{}", inspect::format_pass_report(r));
+                print!(
                     "{}",
-                    qcc_ir::text::print_graph(
-                        &g,
-                        &qcc_ir::text::PrintOptions {
-                            elide_constants_over: Some(16)
-                        }
-                    )
-                ),
-                Format::Text => print!("{}", inspect::format_table(&g, &inspect::graph_stats(&g)?)),
-                Format::Json => {
-                    let json = inspect::to_json(&g, &inspect::graph_stats(&g)?);
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&json)
-                            .map_err(|e| DriverError::Other(e.to_string()))?
-                    );
-                }
+                    inspect::format_op_count_changes(&before.op_counts, &stats.op_counts)
+                );
             }
-            Ok(())
+        }
+        Format::Json => {
+            let mut json = inspect::to_json(&g, &stats);
+            if let (Some(r), Some(obj)) = (&reports, json.as_object_mut()) {
+                obj.insert(
+                    "op_counts_before".into(),
+                    serde_json::json!(before.op_counts),
+                );
+                obj.insert("passes".into(), inspect::pass_report_json(r));
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json)
+                    .map_err(|e| DriverError::Other(e.to_string()))?
+            );
         }
     }
+    Ok(())
 }

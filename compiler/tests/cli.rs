@@ -200,3 +200,197 @@ fn bad_inputs_are_clear_errors_not_panics() {
     let unknown = qcc(&["zoo", "alexnet-9000", "-o", s(&dir.join("x.onnx"))]);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+/// The tiny-cnn model written to a fresh directory.
+fn tiny_model(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
+    let model = dir.join("tiny.onnx");
+    ok(&["zoo", "tiny-cnn", "-o", s(&model), "--seed", "1"]);
+    (dir, model)
+}
+
+/// `Op 5 → 2` pairs from an `ops before → after:` line.
+fn before_after_counts(text: &str) -> Vec<(String, usize, usize)> {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ops before → after: "))
+        .unwrap_or_else(|| panic!("no 'ops before → after' line in:\n{text}"));
+    line.split(", ")
+        .filter(|part| !part.starts_with('('))
+        .map(|part| {
+            let (op, counts) = part.split_once(' ').expect("OP N → M");
+            let (b, a) = counts.split_once(" → ").expect("N → M");
+            (op.to_string(), b.parse().unwrap(), a.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_after_passes_reports_op_counts_and_each_pass() {
+    let (_dir, model) = tiny_model("after-passes");
+    let out = ok(&["inspect", s(&model), "--after-passes"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let g = qcc::driver::load_model(&model, 1).unwrap();
+    let bn_before = qcc::zoo::op_counts(&g)
+        .into_iter()
+        .find(|(op, _)| *op == "BatchNormalization")
+        .map_or(0, |(_, n)| n);
+    assert!(bn_before > 0);
+    // Every changed op is listed with its count before the passes, which must be the
+    // imported graph's.
+    let counts = before_after_counts(&text);
+    assert!(!counts.is_empty(), "{text}");
+    for (op, before, after) in &counts {
+        assert_ne!(before, after, "{op} listed as changed: {text}");
+        let imported = qcc::zoo::op_counts(&g)
+            .into_iter()
+            .find(|(o, _)| o == op)
+            .map_or(0, |(_, n)| n);
+        assert_eq!(*before, imported, "{op}: {text}");
+    }
+    for pass in ["fold-constants", "eliminate-dead-code", "total"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(pass) && l.contains(" ms")),
+            "no report line for {pass}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("totals:"),
+        "the optimized graph's table: {text}"
+    );
+}
+
+#[test]
+fn inspect_json_after_passes_has_counts_before_and_display_names() {
+    let (_dir, model) = tiny_model("json-after");
+    let out = ok(&["inspect", s(&model), "--after-passes", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let before = json["op_counts_before"]
+        .as_object()
+        .expect("op_counts_before");
+    assert!(before["BatchNormalization"].as_u64().unwrap() > 0);
+    let nodes = json["nodes"].as_array().unwrap();
+    let counted: u64 = json["op_counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counted as usize,
+        nodes.len(),
+        "op_counts describe the optimized graph"
+    );
+    assert!(json["passes"].as_array().is_some_and(|p| !p.is_empty()));
+    // Each node's "op" is its display name in the optimized graph: a fused node is named by
+    // what it contains ("Conv+Relu"), never "FusedConv".
+    let mut g = qcc::driver::load_model(&model, 1).unwrap();
+    qcc::driver::optimize(&mut g, None, None).unwrap();
+    let display: std::collections::HashMap<String, String> = g
+        .petgraph()
+        .node_indices()
+        .map(|n| (g.node(n).name.clone(), g.node(n).op.display_name()))
+        .collect();
+    assert_eq!(display.len(), nodes.len());
+    for n in nodes {
+        let name = n["name"].as_str().unwrap();
+        assert_eq!(
+            n["op"].as_str(),
+            display.get(name).map(String::as_str),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn dump_after_prints_the_graph_after_that_pass_and_rejects_unknown_names() {
+    let (_dir, model) = tiny_model("dump");
+    let bad = qcc(&["inspect", s(&model), "--dump-after", "fold-everything"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("fold-everything") && err.contains("fold-constants"),
+        "the error lists the pass names: {err}"
+    );
+
+    let out = ok(&["inspect", s(&model), "--dump-after", "fold-constants"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with("; after pass fold-constants\ngraph "),
+        "{text}"
+    );
+    assert!(
+        text.contains("BatchNormalization("),
+        "before any BN folding: {text}"
+    );
+    assert!(!text.contains("totals:"), "stdout holds only the dump");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("passes:"));
+}
+
+#[test]
+fn dot_writes_one_box_per_node_of_the_drawn_graph() {
+    let (dir, model) = tiny_model("dot");
+    let node_ids = |dot: &str| {
+        dot.lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with('n')
+                    && l[1..]
+                        .split(' ')
+                        .next()
+                        .is_some_and(|id| id.parse::<usize>().is_ok())
+                    && !l.contains("->")
+            })
+            .count()
+    };
+    let imported = qcc::driver::load_model(&model, 1).unwrap();
+    let mut optimized = imported.clone();
+    qcc::driver::optimize(&mut optimized, None, None).unwrap();
+    for (flags, graph) in [(&[][..], &imported), (&["--after-passes"][..], &optimized)] {
+        let path = dir.join(format!("g{}.dot", flags.len()));
+        let mut args = vec!["inspect", s(&model), "--dot", s(&path)];
+        args.extend_from_slice(flags);
+        ok(&args);
+        let dot = std::fs::read_to_string(&path).unwrap();
+        assert!(dot.starts_with("digraph "), "{dot}");
+        assert!(dot.trim_end().ends_with('}'));
+        assert_eq!(node_ids(&dot), graph.node_count(), "{flags:?}:\n{dot}");
+        // Graphviz itself, when installed, must accept the file.
+        if let Ok(out) = Command::new("dot").arg("-Tsvg").arg(&path).output() {
+            assert!(
+                out.status.success(),
+                "dot rejects the file: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn run_after_passes_gives_the_same_outputs() {
+    let (dir, model) = tiny_model("run-after");
+    let plain = dir.join("plain");
+    let optimized = dir.join("optimized");
+    ok(&["run", s(&model), "--output-dir", s(&plain), "--reference"]);
+    let out = ok(&[
+        "run",
+        s(&model),
+        "--reference",
+        "--after-passes",
+        "--output-dir",
+        s(&optimized),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("passes:"));
+    for name in ["logits.npy", "probs.npy"] {
+        let a = qcc::npy::read(&plain.join(name)).unwrap().to_f64_vec();
+        let b = qcc::npy::read(&optimized.join(name)).unwrap().to_f64_vec();
+        let diff: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        let norm: f64 = a.iter().map(|x| x * x).sum();
+        assert!(
+            (diff / norm).sqrt() <= 1e-5,
+            "{name}: rel L2 {}",
+            (diff / norm).sqrt()
+        );
+    }
+}

@@ -283,6 +283,28 @@ impl Graph {
         crate::eval::eval_op(op, &args?).ok()
     }
 
+    /// Gives a value a new, unused name.
+    pub fn rename_value(&mut self, id: ValueId, name: &str) -> Result<(), GraphError> {
+        if self.by_name.contains_key(name) {
+            return Err(GraphError::DuplicateValue(name.to_string()));
+        }
+        let old = std::mem::replace(&mut self.values[id.index()].name, name.to_string());
+        self.by_name.remove(&old);
+        self.by_name.insert(name.to_string(), id);
+        Ok(())
+    }
+
+    /// `base`, or `base.1`, `base.2`... whichever no value of the graph uses yet.
+    pub fn fresh_name(&self, base: &str) -> String {
+        if !self.by_name.contains_key(base) {
+            return base.to_string();
+        }
+        (1..)
+            .map(|i| format!("{base}.{i}"))
+            .find(|n| !self.by_name.contains_key(n))
+            .expect("some suffix is free")
+    }
+
     pub fn set_outputs(&mut self, outputs: Vec<ValueId>) {
         self.outputs = outputs;
     }

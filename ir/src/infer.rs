@@ -23,6 +23,34 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let out = conv_output_dims(attrs, x, w, inputs.get(2).copied())?;
             one(TensorType::new(x.dtype, out))
         }
+        Op::FusedConv {
+            conv,
+            residual,
+            activation,
+        } => {
+            let (x, w, b) = (first()?, inputs[1], inputs[2]);
+            expect_float(x, "X")?;
+            same_dtype(x, w, "W")?;
+            same_dtype(x, b, "B")?;
+            let out = TensorType::new(x.dtype, conv_output_dims(conv, x, w, Some(b))?);
+            if *residual && inputs[3] != &out {
+                return Err(format!(
+                    "residual input is {}, the conv produces {out}",
+                    inputs[3]
+                ));
+            }
+            if let Some(a) = activation {
+                infer_types(&Op::Activation(*a), &[&out])?;
+            }
+            one(out)
+        }
+        Op::FusedGemm { gemm, activation } => {
+            let out = infer_types(&Op::Gemm(*gemm), inputs)?;
+            if let Some(a) = activation {
+                infer_types(&Op::Activation(*a), &[&out[0]])?;
+            }
+            Ok(out)
+        }
         Op::BatchNorm { .. } => {
             let x = first()?;
             expect_float(x, "X")?;

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod infer;
 pub mod op;
 pub mod quant;
+pub mod rebuild;
 pub mod tensor;
 pub mod text;
 
@@ -17,4 +18,5 @@ pub use dtype::{DType, Dim, Shape, TensorType};
 pub use graph::{Graph, GraphError, GraphInput, Node, NodeId, Value, ValueDef, ValueId};
 pub use op::{Activation, BinaryOp, ConvAttrs, GemmAttrs, LrnAttrs, Op, Padding, PoolAttrs};
 pub use quant::{QParams, ZeroPoint};
+pub use rebuild::Rebuilder;
 pub use tensor::Tensor;

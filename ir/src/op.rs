@@ -215,6 +215,19 @@ pub enum Op {
     },
     /// Input: x (f32). Outputs: y (u8), y_scale (f32 scalar), y_zero_point (u8 scalar).
     DynamicQuantizeLinear,
+    /// A convolution with its epilogue, made by the fusion rewrites: `act(conv(X, W) + B + R)`.
+    /// Inputs: X, W, B (always present: fusion materialises a zero bias), and R when
+    /// `residual` (same shape as the output: a broadcasting add is never fused).
+    FusedConv {
+        conv: ConvAttrs,
+        residual: bool,
+        activation: Option<Activation>,
+    },
+    /// `act(Gemm(A, B, C))`. Inputs as Gemm.
+    FusedGemm {
+        gemm: GemmAttrs,
+        activation: Option<Activation>,
+    },
 }
 
 impl Op {
@@ -271,13 +284,47 @@ impl Op {
             Op::ConvInteger { .. } => "ConvInteger",
             Op::MatMulInteger { .. } => "MatMulInteger",
             Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
+            Op::FusedConv { .. } => "FusedConv",
+            Op::FusedGemm { .. } => "FusedGemm",
         }
+    }
+
+    /// The name for people: a fused op lists what it contains (`Conv+Add+Relu`); every other
+    /// op is its [`Op::name`].
+    pub fn display_name(&self) -> String {
+        let mut parts = match self {
+            Op::FusedConv { residual, .. } => {
+                let mut p = vec!["Conv"];
+                if *residual {
+                    p.push("Add");
+                }
+                p
+            }
+            Op::FusedGemm { .. } => vec!["Gemm"],
+            other => return other.name().to_string(),
+        };
+        if let Op::FusedConv {
+            activation: Some(a),
+            ..
+        }
+        | Op::FusedGemm {
+            activation: Some(a),
+            ..
+        } = self
+        {
+            parts.push(Op::Activation(*a).name());
+        }
+        parts.join("+")
     }
 
     /// How many inputs the op takes: (required, maximum). `None` maximum means variadic.
     pub fn arity(&self) -> (usize, Option<usize>) {
         match self {
             Op::Conv(_) | Op::Gemm(_) => (2, Some(3)),
+            Op::FusedConv { residual, .. } => {
+                (3 + *residual as usize, Some(3 + *residual as usize))
+            }
+            Op::FusedGemm { .. } => (2, Some(3)),
             Op::QLinearConv { .. } => (2, Some(3)),
             Op::BatchNorm { .. } => (5, Some(5)),
             Op::Binary(_)

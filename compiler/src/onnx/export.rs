@@ -4,7 +4,8 @@
 //! attributes what newer opsets pass as inputs (Clip bounds, Slice parameters, Squeeze axes,
 //! Q/DQ parameters...); the writer turns them back into initializers named after the node
 //! (`<node>.min`, `<node>.y_scale`, ...), or into attributes where the opset still wants those.
-//! Constants become initializers with little-endian `raw_data`.
+//! Constants become initializers with little-endian `raw_data`. Fused ops become the chain of
+//! standard nodes they were fused from (`Conv` → `Add` → activation, `Gemm` → activation).
 
 use super::proto::attribute_proto::AttributeType;
 use super::proto::tensor_shape_proto::{dimension, Dimension};
@@ -13,8 +14,8 @@ use super::proto::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use qcc_ir::{
-    Activation, ConvAttrs, DType, Graph, Node, Op, Padding, PoolAttrs, QParams, Tensor, ValueDef,
-    ValueId, ZeroPoint,
+    Activation, ConvAttrs, DType, GemmAttrs, Graph, Node, Op, Padding, PoolAttrs, QParams, Tensor,
+    ValueDef, ValueId, ZeroPoint,
 };
 use std::collections::HashSet;
 use std::path::Path;
@@ -283,6 +284,9 @@ fn scale_tensor(q: &QParams) -> Tensor {
     Tensor::from_f32(&dims, q.scales().to_vec())
 }
 
+/// The first node of a fused op: name suffix, ONNX op type, inputs and attributes.
+type FusedHead = (&'static str, &'static str, Vec<String>, Vec<AttributeProto>);
+
 /// Converts the nodes one by one, adding the initializers they need for attributes that ONNX
 /// passes as inputs.
 struct Writer<'a> {
@@ -350,30 +354,29 @@ impl Writer<'_> {
         match &n.op {
             Op::Conv(c) => attrs = conv_attrs(c),
             Op::BatchNorm { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
-            Op::Activation(a) => match a {
-                Activation::Relu | Activation::Sigmoid | Activation::Tanh => {}
-                Activation::LeakyRelu { alpha } => attrs.push(attr_float("alpha", *alpha)),
-                Activation::Clip { min, max } => {
-                    // ONNX's absent bound is the infinite one: write only finite bounds, an
-                    // empty name skipping the min input when only the max is given.
-                    if min.is_finite() {
-                        ins.push(self.initializer(name, "min", &Tensor::scalar_f32(*min)));
-                    } else if max.is_finite() {
-                        ins.push(String::new());
-                    }
-                    if max.is_finite() {
-                        ins.push(self.initializer(name, "max", &Tensor::scalar_f32(*max)));
-                    }
-                }
-                Activation::HardSigmoid { alpha, beta } => {
-                    attrs.push(attr_float("alpha", *alpha));
-                    attrs.push(attr_float("beta", *beta));
-                }
-                Activation::HardSwish if opset < 14 => {
-                    return Err(unsupported("HardSwish needs opset 14"))
-                }
-                Activation::HardSwish => {}
-            },
+            Op::Activation(a) => {
+                attrs = self
+                    .activation(name, a, &mut ins)
+                    .map_err(|m| unsupported(&m))?;
+            }
+            Op::FusedConv {
+                conv,
+                residual,
+                activation,
+            } => {
+                let residual = residual.then(|| ins.get(3).cloned()).flatten();
+                ins.truncate(3);
+                let head = ("conv", "Conv", ins, conv_attrs(conv));
+                return self
+                    .fused(n, head, residual, activation.as_ref())
+                    .map_err(|m| unsupported(&m));
+            }
+            Op::FusedGemm { gemm, activation } => {
+                let head = ("gemm", "Gemm", ins, gemm_attrs(gemm));
+                return self
+                    .fused(n, head, None, activation.as_ref())
+                    .map_err(|m| unsupported(&m));
+            }
             Op::Binary(_) | Op::Sum | Op::MatMul | Op::Identity | Op::DynamicQuantizeLinear => {}
             Op::GlobalAveragePool | Op::GlobalMaxPool => {}
             Op::Concat { axis } => attrs.push(attr_int("axis", *axis as i64)),
@@ -398,12 +401,7 @@ impl Writer<'_> {
                     attrs.push(attr_int("count_include_pad", 1));
                 }
             }
-            Op::Gemm(gm) => {
-                attrs.push(attr_float("alpha", gm.alpha));
-                attrs.push(attr_float("beta", gm.beta));
-                attrs.push(attr_int("transA", gm.trans_a as i64));
-                attrs.push(attr_int("transB", gm.trans_b as i64));
-            }
+            Op::Gemm(gm) => attrs = gemm_attrs(gm),
             Op::Flatten { axis } => attrs.push(attr_int("axis", *axis as i64)),
             Op::Reshape { shape, allow_zero } => {
                 if *allow_zero && shape.contains(&0) {
@@ -551,6 +549,97 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// The attributes of activation node `name`, adding to `ins` (which holds its data input)
+    /// the initializers of the parameters ONNX passes as inputs.
+    fn activation(
+        &mut self,
+        name: &str,
+        a: &Activation,
+        ins: &mut Vec<String>,
+    ) -> Result<Vec<AttributeProto>, String> {
+        Ok(match a {
+            Activation::Relu | Activation::Sigmoid | Activation::Tanh => vec![],
+            Activation::LeakyRelu { alpha } => vec![attr_float("alpha", *alpha)],
+            Activation::Clip { min, max } => {
+                // ONNX's absent bound is the infinite one: write only finite bounds, an
+                // empty name skipping the min input when only the max is given.
+                if min.is_finite() {
+                    ins.push(self.initializer(name, "min", &Tensor::scalar_f32(*min)));
+                } else if max.is_finite() {
+                    ins.push(String::new());
+                }
+                if max.is_finite() {
+                    ins.push(self.initializer(name, "max", &Tensor::scalar_f32(*max)));
+                }
+                vec![]
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                vec![attr_float("alpha", *alpha), attr_float("beta", *beta)]
+            }
+            Activation::HardSwish if self.opset < 14 => {
+                return Err("HardSwish needs opset 14".into())
+            }
+            Activation::HardSwish => vec![],
+        })
+    }
+
+    /// A fused op as the standard nodes it stands for: the head (Conv or Gemm, with the fused
+    /// node's inputs), then the residual Add, then the activation. For a fused node `f` they
+    /// are named `f.conv` (or `f.gemm`), `f.add` and `f.act`, the values between them
+    /// `f.conv_out` and `f.add_out`; the last node writes the fused node's output, so the
+    /// rest of the graph is unchanged.
+    fn fused(
+        &mut self,
+        n: &Node,
+        head: FusedHead,
+        residual: Option<String>,
+        activation: Option<&Activation>,
+    ) -> Result<(), String> {
+        let (head_suffix, head_op, head_ins, head_attrs) = head;
+        let base = n.name.as_str();
+        let y = self.value_name(n.outputs[0]);
+        // Checked before anything is written: a node fails whole or is written whole.
+        if matches!(activation, Some(Activation::HardSwish)) && self.opset < 14 {
+            return Err("HardSwish needs opset 14".into());
+        }
+        let head_node = self.fresh_name(&format!("{base}.{head_suffix}"));
+        let mut current = if residual.is_none() && activation.is_none() {
+            y.clone()
+        } else {
+            self.fresh_name(&format!("{base}.{head_suffix}_out"))
+        };
+        self.emit(
+            &head_node,
+            head_op,
+            head_ins,
+            vec![current.clone()],
+            head_attrs,
+        );
+        if let Some(r) = residual {
+            let add_node = self.fresh_name(&format!("{base}.add"));
+            let out = if activation.is_none() {
+                y.clone()
+            } else {
+                self.fresh_name(&format!("{base}.add_out"))
+            };
+            self.emit(
+                &add_node,
+                "Add",
+                vec![current, r],
+                vec![out.clone()],
+                vec![],
+            );
+            current = out;
+        }
+        if let Some(a) = activation {
+            let act_node = self.fresh_name(&format!("{base}.act"));
+            let mut ins = vec![current];
+            let attrs = self.activation(&act_node, a, &mut ins)?;
+            self.emit(&act_node, Op::Activation(*a).name(), ins, vec![y], attrs);
+        }
+        Ok(())
+    }
+
     /// Scale and zero-point initializers for `q`, named `<node>.<prefix>scale` and
     /// `<node>.<prefix>zero_point`.
     fn qparams(
@@ -628,6 +717,15 @@ fn conv_attrs(c: &ConvAttrs) -> Vec<AttributeProto> {
     a
 }
 
+fn gemm_attrs(g: &GemmAttrs) -> Vec<AttributeProto> {
+    vec![
+        attr_float("alpha", g.alpha),
+        attr_float("beta", g.beta),
+        attr_int("transA", g.trans_a as i64),
+        attr_int("transB", g.trans_b as i64),
+    ]
+}
+
 fn pool_attrs(p: &PoolAttrs, with_dilations: bool) -> Vec<AttributeProto> {
     let mut a = vec![
         attr_usizes("kernel_shape", &p.kernel),
@@ -669,3 +767,5 @@ fn one_element_1d(t: &Tensor) -> Result<Tensor, String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fused;

@@ -83,6 +83,27 @@ fn dispatch(op: &Op, inputs: &[&Tensor]) -> R<Vec<Tensor>> {
             inputs[1],
             inputs.get(2).copied(),
         )?),
+        Op::FusedConv {
+            conv: attrs,
+            residual,
+            activation,
+        } => {
+            let mut y = conv::conv_float(attrs, first()?, inputs[1], Some(inputs[2]))?;
+            if *residual {
+                y = elementwise::binary(crate::BinaryOp::Add, &y, inputs[3])?;
+            }
+            one(match activation {
+                Some(a) => elementwise::activation(*a, &y)?,
+                None => y,
+            })
+        }
+        Op::FusedGemm { gemm, activation } => {
+            let y = matmul::gemm(gemm, first()?, inputs[1], inputs.get(2).copied())?;
+            one(match activation {
+                Some(a) => elementwise::activation(*a, &y)?,
+                None => y,
+            })
+        }
         Op::BatchNorm { epsilon } => one(elementwise::batch_norm(*epsilon, inputs)?),
         Op::Activation(a) => one(elementwise::activation(*a, first()?)?),
         Op::Binary(b) => one(elementwise::binary(*b, first()?, inputs[1])?),

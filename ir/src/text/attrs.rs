@@ -19,7 +19,8 @@ pub enum AttrValue {
     Word(String),
     List(Vec<Spanned>),
     Tensor(Tensor),
-    /// `tag(key=value, ...)`: quantization parameters (tag = dtype) or zero points (no tag).
+    /// `tag(key=value, ...)`: quantization parameters (tag = dtype), zero points (no tag) or a
+    /// fused activation with parameters (tag = its keyword).
     Record {
         tag: Option<String>,
         fields: Vec<(String, Pos, Spanned)>,
@@ -219,6 +220,54 @@ fn zero_point_of(s: &Spanned) -> CR<ZeroPoint> {
     Ok(ZeroPoint { axis, values })
 }
 
+/// The keywords `activation=` accepts, for error messages.
+const ACTIVATION_KEYWORDS: &str = "relu, leaky_relu, clip, sigmoid, hard_sigmoid, hard_swish, tanh";
+
+/// A fused op's `activation`: a keyword (`relu`), or a keyword with parameters
+/// (`clip(min=0.0, max=6.0)`). Omitted parameters take the standalone op's ONNX defaults.
+fn activation_of(s: &Spanned) -> CR<Activation> {
+    let (keyword, fields) = match &s.v {
+        AttrValue::Word(w) => (w.as_str(), Vec::new()),
+        AttrValue::Record {
+            tag: Some(t),
+            fields,
+        } => (t.as_str(), fields.clone()),
+        other => {
+            return Err(format!(
+                "expected an activation ({ACTIVATION_KEYWORDS}), found {}",
+                other.describe()
+            )
+            .into())
+        }
+    };
+    let mut f = Attrs::new(&format!("activation {keyword}"), s.pos, fields);
+    let act = match keyword {
+        "relu" => Activation::Relu,
+        "leaky_relu" => Activation::LeakyRelu {
+            alpha: f.or("alpha", 0.01, f32_of)?,
+        },
+        "clip" => Activation::Clip {
+            min: f.or("min", f32::NEG_INFINITY, f32_of)?,
+            max: f.or("max", f32::INFINITY, f32_of)?,
+        },
+        "sigmoid" => Activation::Sigmoid,
+        "hard_sigmoid" => Activation::HardSigmoid {
+            alpha: f.or("alpha", 0.2, f32_of)?,
+            beta: f.or("beta", 0.5, f32_of)?,
+        },
+        "hard_swish" => Activation::HardSwish,
+        "tanh" => Activation::Tanh,
+        other => {
+            return Err(format!(
+                "unknown activation '{other}' (expected one of: {ACTIVATION_KEYWORDS})"
+            )
+            .into())
+        }
+    };
+    f.finish()?;
+    Ok(act)
+}
+
 /// The attributes of one op, handed out by key; [`Attrs::finish`] rejects leftovers.
 pub struct Attrs {
     op: String,
@@ -355,6 +404,15 @@ fn conv_attrs(a: &mut Attrs, ctx: &OpContext) -> Result<ConvAttrs, ParseError> {
     })
 }
 
+fn gemm_attrs(a: &mut Attrs) -> Result<GemmAttrs, ParseError> {
+    Ok(GemmAttrs {
+        alpha: a.or("alpha", 1.0, f32_of)?,
+        beta: a.or("beta", 1.0, f32_of)?,
+        trans_a: a.or("trans_a", false, bool_of)?,
+        trans_b: a.or("trans_b", false, bool_of)?,
+    })
+}
+
 fn pool_attrs(a: &mut Attrs) -> Result<PoolAttrs, ParseError> {
     let window = window(a, None)?;
     Ok(PoolAttrs {
@@ -411,12 +469,7 @@ pub fn build_op(name: &str, at: Pos, mut a: Attrs, ctx: &OpContext) -> Result<Op
         }
         "GlobalAveragePool" => Op::GlobalAveragePool,
         "GlobalMaxPool" => Op::GlobalMaxPool,
-        "Gemm" => Op::Gemm(GemmAttrs {
-            alpha: a.or("alpha", 1.0, f32_of)?,
-            beta: a.or("beta", 1.0, f32_of)?,
-            trans_a: a.or("trans_a", false, bool_of)?,
-            trans_b: a.or("trans_b", false, bool_of)?,
-        }),
+        "Gemm" => Op::Gemm(gemm_attrs(&mut a)?),
         "MatMul" => Op::MatMul,
         "Flatten" => Op::Flatten {
             axis: a.or("axis", 1, usize_of)?,
@@ -545,6 +598,24 @@ pub fn build_op(name: &str, at: Pos, mut a: Attrs, ctx: &OpContext) -> Result<Op
             }
         }
         "DynamicQuantizeLinear" => Op::DynamicQuantizeLinear,
+        "FusedConv" => {
+            let conv = conv_attrs(&mut a, ctx)?;
+            // A fourth input can only be the residual, so its presence is the default.
+            let has_fourth_input = ctx.input_types.len() == 4;
+            let residual = a.or("residual", has_fourth_input, bool_of)?;
+            Op::FusedConv {
+                conv,
+                residual,
+                activation: a.opt("activation", activation_of)?,
+            }
+        }
+        "FusedGemm" => {
+            let gemm = gemm_attrs(&mut a)?;
+            Op::FusedGemm {
+                gemm,
+                activation: a.opt("activation", activation_of)?,
+            }
+        }
         other => {
             let hint = "ops are spelled as ONNX spells them, e.g. Conv, BatchNormalization, LRN";
             return Err(ParseError::at(at, format!("unknown op '{other}' ({hint})")));

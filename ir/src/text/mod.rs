@@ -30,9 +30,13 @@
 //! tensor     := type ('dense' '<' [elem {',' elem}] '>' | 'splat' '<' elem '>')
 //! attrs      := '{' [key '=' attr {',' key '=' attr}] '}'
 //! attr       := number | word | '[' [attr {',' attr}] ']' | tensor | qparams | zero_point
+//!             | activation
 //! qparams    := dtype '(' ['axis' '=' int ','] 'scale' '=' (float | list) ','
 //!               'zp' '=' (int | list) ')'       ; u8(scale=0.1, zp=128)
 //! zero_point := int | '(' ['axis' '=' int ','] 'zp' '=' (int | list) ')'
+//! activation := act_kw ['(' key '=' float {',' key '=' float} ')']   ; clip(min=0.0, max=6.0)
+//! act_kw     := 'relu' | 'leaky_relu' | 'clip' | 'sigmoid' | 'hard_sigmoid' | 'hard_swish'
+//!             | 'tanh'
 //! value      := '%' (bare | string)          ; bare: [A-Za-z0-9_.]+
 //! node_name  := '@' (bare | string)
 //! name, sym  := word | string
@@ -54,6 +58,13 @@
 //! - The printer writes every attribute. The parser accepts ONNX's defaults for omitted ones
 //!   (strides and dilations 1, pads 0, group 1, Gemm alpha/beta 1, ...); see `attrs.rs`.
 //! - Padding is `pads=[begins..., ends...]`, `pads=same_upper` or `pads=same_lower`.
+//! - The fused ops take their base op's attributes plus an optional
+//!   `activation=<activation>`, whose parameters are keyed as the standalone op's attributes
+//!   (absent: no activation); FusedConv also takes `residual=true|false` (default: whether a
+//!   fourth input is given):
+//!   `%y = FusedConv(%x, %w, %b, %r) {kernel=[3,3], ..., group=1, residual=true,
+//!   activation=clip(min=0.0, max=6.0)} : f32[1,8,8,8]`,
+//!   `%z = FusedGemm(%a, %b, %c) {alpha=1.0, ..., trans_b=true, activation=relu} : f32[1,10]`.
 
 mod attrs;
 mod lexer;

@@ -3,7 +3,7 @@
 use super::{quote_name, quote_word, PrintOptions};
 use crate::dtype::{Dim, TensorType};
 use crate::graph::{Graph, ValueDef, ValueId};
-use crate::op::{Activation, ConvAttrs, Op, Padding, PoolAttrs};
+use crate::op::{Activation, ConvAttrs, GemmAttrs, Op, Padding, PoolAttrs};
 use crate::quant::{QParams, ZeroPoint};
 use crate::tensor::Tensor;
 use std::fmt::{Display, Write};
@@ -259,16 +259,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
     match op {
         Op::Conv(c) => conv_attrs(c),
         Op::BatchNorm { epsilon } => vec![("epsilon", fmt_f32(*epsilon))],
-        Op::Activation(a) => match a {
-            Activation::LeakyRelu { alpha } => vec![("alpha", fmt_f32(*alpha))],
-            Activation::Clip { min, max } => vec![("min", fmt_f32(*min)), ("max", fmt_f32(*max))],
-            Activation::HardSigmoid { alpha, beta } => {
-                vec![("alpha", fmt_f32(*alpha)), ("beta", fmt_f32(*beta))]
-            }
-            Activation::Relu | Activation::Sigmoid | Activation::HardSwish | Activation::Tanh => {
-                vec![]
-            }
-        },
+        Op::Activation(a) => activation_params(a),
         Op::Binary(_)
         | Op::Sum
         | Op::GlobalAveragePool
@@ -287,12 +278,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
             a.push(("count_include_pad", s(count_include_pad)));
             a
         }
-        Op::Gemm(g) => vec![
-            ("alpha", fmt_f32(g.alpha)),
-            ("beta", fmt_f32(g.beta)),
-            ("trans_a", s(&g.trans_a)),
-            ("trans_b", s(&g.trans_b)),
-        ],
+        Op::Gemm(g) => gemm_attrs(g),
         Op::Reshape { shape, allow_zero } => {
             vec![("shape", list(shape)), ("allow_zero", s(allow_zero))]
         }
@@ -357,5 +343,80 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
                 ("b_zp", zero_point(b_zero_point)),
             ]
         }
+        Op::FusedConv {
+            conv,
+            residual,
+            activation,
+        } => {
+            let mut a = conv_attrs(conv);
+            a.push(("residual", s(residual)));
+            a.extend(
+                activation
+                    .as_ref()
+                    .map(|act| ("activation", fused_activation(act))),
+            );
+            a
+        }
+        Op::FusedGemm { gemm, activation } => {
+            let mut a = gemm_attrs(gemm);
+            a.extend(
+                activation
+                    .as_ref()
+                    .map(|act| ("activation", fused_activation(act))),
+            );
+            a
+        }
     }
+}
+
+fn gemm_attrs(g: &GemmAttrs) -> Vec<(&'static str, String)> {
+    vec![
+        ("alpha", fmt_f32(g.alpha)),
+        ("beta", fmt_f32(g.beta)),
+        ("trans_a", g.trans_a.to_string()),
+        ("trans_b", g.trans_b.to_string()),
+    ]
+}
+
+/// An activation's parameters, keyed as the standalone op's attributes.
+fn activation_params(a: &Activation) -> Vec<(&'static str, String)> {
+    match a {
+        Activation::LeakyRelu { alpha } => vec![("alpha", fmt_f32(*alpha))],
+        Activation::Clip { min, max } => vec![("min", fmt_f32(*min)), ("max", fmt_f32(*max))],
+        Activation::HardSigmoid { alpha, beta } => {
+            vec![("alpha", fmt_f32(*alpha)), ("beta", fmt_f32(*beta))]
+        }
+        Activation::Relu | Activation::Sigmoid | Activation::HardSwish | Activation::Tanh => {
+            vec![]
+        }
+    }
+}
+
+/// The keyword of an activation inside a fused op's `activation=` attribute. Lower case, so
+/// it never reads as the name of a standalone op.
+pub fn activation_keyword(a: &Activation) -> &'static str {
+    match a {
+        Activation::Relu => "relu",
+        Activation::LeakyRelu { .. } => "leaky_relu",
+        Activation::Clip { .. } => "clip",
+        Activation::Sigmoid => "sigmoid",
+        Activation::HardSigmoid { .. } => "hard_sigmoid",
+        Activation::HardSwish => "hard_swish",
+        Activation::Tanh => "tanh",
+    }
+}
+
+/// `relu`, `leaky_relu(alpha=0.1)`, `clip(min=0.0, max=6.0)`: the keyword, then the same
+/// parameters the standalone op prints, when it has any.
+fn fused_activation(a: &Activation) -> String {
+    let params = activation_params(a);
+    let keyword = activation_keyword(a);
+    if params.is_empty() {
+        return keyword.to_string();
+    }
+    let kv: Vec<String> = params
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("{keyword}({})", kv.join(", "))
 }

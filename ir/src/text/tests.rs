@@ -530,6 +530,49 @@ fn every_op_graph() -> Graph {
         vec![mm],
         &["dql_y", "dql_scale", "dql_zp"],
     );
+    let fused_relu6 = Op::FusedConv {
+        conv: conv(&[3, 3], Padding::Explicit(vec![1, 1, 1, 1])),
+        residual: true,
+        activation: Some(Activation::Clip { min: 0.0, max: 6.0 }),
+    };
+    node(&mut g, "fconv", fused_relu6, vec![x, w, b, c1], &["fconv"]);
+    let fused_plain = Op::FusedConv {
+        conv: conv(&[3, 3], Padding::SameLower),
+        residual: false,
+        activation: None,
+    };
+    node(
+        &mut g,
+        "fconv_plain",
+        fused_plain,
+        vec![x, w, b],
+        &["fconv_plain"],
+    );
+    // Every activation once inside a fused op, and none.
+    let fused_activations = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::LeakyRelu { alpha: 0.1 }),
+        Some(Activation::Clip {
+            min: f32::NEG_INFINITY,
+            max: 0.5,
+        }),
+        Some(Activation::Sigmoid),
+        Some(Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        }),
+        Some(Activation::HardSwish),
+        Some(Activation::Tanh),
+    ];
+    for (i, activation) in fused_activations.into_iter().enumerate() {
+        let name = format!("fgemm{i}");
+        let op = Op::FusedGemm {
+            gemm: gemm_t,
+            activation,
+        };
+        node(&mut g, &name, op, vec![data0, gemm_bt, gemm_c], &[&name]);
+    }
     g.set_outputs(vec![dql[0], drop[1], x, b]);
     g
 }
@@ -574,9 +617,11 @@ fn variant_index(op: &Op) -> usize {
         Op::ConvInteger { .. } => 33,
         Op::MatMulInteger { .. } => 34,
         Op::DynamicQuantizeLinear => 35,
+        Op::FusedConv { .. } => 36,
+        Op::FusedGemm { .. } => 37,
     }
 }
-const OP_VARIANTS: usize = 36;
+const OP_VARIANTS: usize = 38;
 
 #[test]
 fn every_op_round_trips() {
@@ -622,6 +667,18 @@ fn every_op_round_trips() {
         "%c1 = Conv(%x, %w, %b)",
         "@\"conv/1\"",
         "-> (%dql_y, %drop_mask, %x, %b)",
+        "%fconv = FusedConv(%x, %w, %b, %c1) {kernel=[3,3], strides=[1,1], dilations=[1,1], \
+         pads=[1,1,1,1], group=1, residual=true, activation=clip(min=0.0, max=6.0)} : f32[1,4,8,8]",
+        "pads=same_lower, group=1, residual=false} : f32[1,4,8,8]",
+        "%fgemm0 = FusedGemm(%\"gpu_0/data_0\", %gemm_bt, %gemm_c) {alpha=1.0, beta=1.0, \
+         trans_a=false, trans_b=true} : f32[1,5]",
+        "trans_b=true, activation=relu} : f32[1,5]",
+        "activation=leaky_relu(alpha=0.1)}",
+        "activation=clip(min=-inf, max=0.5)}",
+        "activation=sigmoid}",
+        "activation=hard_sigmoid(alpha=0.2, beta=0.5)}",
+        "activation=hard_swish}",
+        "activation=tanh}",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }

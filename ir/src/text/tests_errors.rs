@@ -179,6 +179,86 @@ fn quantization_parameter_errors() {
 }
 
 #[test]
+fn fused_activation_errors() {
+    let gemm =
+        |attrs: &str| format!("  %m = const f32[3,2] splat<1.0>\n  %y = FusedGemm(%x, %m) {attrs}");
+    let keywords = "relu, leaky_relu, clip, sigmoid, hard_sigmoid, hard_swish, tanh";
+    assert_error(
+        &gemm("{activation=swish}"),
+        3,
+        38,
+        &[
+            "FusedGemm attribute 'activation'",
+            &format!("unknown activation 'swish' (expected one of: {keywords})"),
+        ],
+    );
+    assert_error(
+        &gemm("{activation=Relu}"),
+        3,
+        38,
+        &["unknown activation 'Relu'"],
+    );
+    assert_error(
+        &gemm("{activation=1.0}"),
+        3,
+        38,
+        &[&format!(
+            "expected an activation ({keywords}), found number 1.0"
+        )],
+    );
+    assert_error(
+        &gemm("{activation=leaky_relu(alpah=0.1)}"),
+        3,
+        49,
+        &["activation leaky_relu has no attribute 'alpah' (it takes: alpha)"],
+    );
+    assert_error(
+        &gemm("{activation=relu(alpha=0.1)}"),
+        3,
+        43,
+        &["activation relu has no attribute 'alpha' (it takes: none)"],
+    );
+    assert_error(
+        &gemm("{activation=clip(min=true)}"),
+        3,
+        47,
+        &["activation clip attribute 'min': expected a float, found 'true'"],
+    );
+    assert_error(
+        &gemm("{activation=clip(min=0.0, min=1.0)}"),
+        3,
+        52,
+        &["attribute 'min' is given twice"],
+    );
+}
+
+#[test]
+fn fused_conv_residual_must_match_its_inputs() {
+    let conv = |inputs: &str, attrs: &str| {
+        format!(
+            "graph g(%x: f32[1,2,4,4], %r: f32[1,2,4,4]) -> () {{\n\
+             \x20 %w = const f32[2,2,1,1] splat<1.0>\n\
+             \x20 %b = const f32[2] splat<0.0>\n\
+             \x20 %y = FusedConv({inputs}) {attrs}\n}}"
+        )
+    };
+    let e = parse_err(&conv("%x, %w, %b, %r", "{residual=false}"));
+    assert_eq!((e.line, e.col), (4, 8), "{e}");
+    assert!(e.message.contains("takes 3 inputs, got 4"), "{e}");
+    let e = parse_err(&conv("%x, %w, %b", "{residual=true}"));
+    assert_eq!((e.line, e.col), (4, 8), "{e}");
+    assert!(e.message.contains("takes 4 inputs, got 3"), "{e}");
+    let e = parse_err(&conv("%x, %w, %b, %r", "{residual=yes}"));
+    assert_eq!((e.line, e.col), (4, 44), "{e}");
+    assert!(
+        e.message
+            .contains("FusedConv attribute 'residual': expected true or false, found 'yes'"),
+        "{e}"
+    );
+    assert!(parse_graph(&conv("%x, %w, %b, %r", "{residual=true}")).is_ok());
+}
+
+#[test]
 fn constant_errors() {
     assert_error(
         "  %c = const f32[3] dense<1.0, 2.0>",

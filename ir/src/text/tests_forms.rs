@@ -80,6 +80,128 @@ graph tiny(%x: f32[N=1,3,4,4]) -> (%y, %s1) {
 }
 
 #[test]
+fn fused_ops_have_a_pinned_form() {
+    let mut g = Graph::new("fused");
+    let x = g
+        .add_input("x", TensorType::new(DType::F32, vec![1, 2, 4, 4]))
+        .unwrap();
+    let a = g
+        .add_input("a", TensorType::new(DType::F32, vec![1, 3]))
+        .unwrap();
+    let w = g
+        .add_constant("w", Tensor::from_f32(&[2, 2, 1, 1], vec![0.5; 4]))
+        .unwrap();
+    let b = g
+        .add_constant("b", Tensor::from_f32(&[2], vec![0.0, 1.0]))
+        .unwrap();
+    let m = g
+        .add_constant("m", Tensor::from_f32(&[3, 2], vec![0.25; 6]))
+        .unwrap();
+    let fused_conv = Op::FusedConv {
+        conv: conv(&[1, 1], Padding::Explicit(vec![0; 4])),
+        residual: true,
+        activation: Some(Activation::Clip { min: 0.0, max: 6.0 }),
+    };
+    let y = g
+        .add_node("y", fused_conv, vec![x, w, b, x], vec!["y".into()])
+        .unwrap();
+    let fused_gemm = Op::FusedGemm {
+        gemm: GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        },
+        activation: Some(Activation::LeakyRelu { alpha: 0.1 }),
+    };
+    let z = g
+        .add_node("gemm/0", fused_gemm, vec![a, m], vec!["z".into()])
+        .unwrap();
+    g.set_outputs(vec![g.node(y).outputs[0], g.node(z).outputs[0]]);
+    let expected = "\
+graph fused(%x: f32[1,2,4,4], %a: f32[1,3]) -> (%y, %z) {
+  %w = const f32[2,2,1,1] splat<0.5>
+  %b = const f32[2] dense<0.0, 1.0>
+  %m = const f32[3,2] splat<0.25>
+  %y = FusedConv(%x, %w, %b, %x) {kernel=[1,1], strides=[1,1], dilations=[1,1], pads=[0,0,0,0], group=1, residual=true, activation=clip(min=0.0, max=6.0)} : f32[1,2,4,4]
+  %z = FusedGemm(%a, %m) {alpha=1.0, beta=1.0, trans_a=false, trans_b=false, activation=leaky_relu(alpha=0.1)} : f32[1,2] @\"gemm/0\"
+}
+";
+    assert_eq!(print_graph(&g, &PrintOptions::default()), expected);
+    assert_round_trip(&g);
+}
+
+#[test]
+fn fused_ops_take_defaults_for_omitted_attributes() {
+    let src = "
+        graph g(%x: f32[1,2,4,4], %a: f32[1,3]) -> (%y, %p, %z, %h) {
+          %w = const f32[2,2,3,3] splat<1.0>
+          %b = const f32[2] splat<0.0>
+          %m = const f32[3,2] splat<1.0>
+          %r = const f32[1,2,2,2] splat<1.0>
+          %y = FusedConv(%x, %w, %b, %r) {activation=leaky_relu}
+          %p = FusedConv(%x, %w, %b) : f32[1,2,2,2]
+          %z = FusedGemm(%a, %m) {activation=clip(max=6.0)}
+          %h = FusedGemm(%a, %m) {activation=hard_sigmoid(beta=0.25)}
+        }";
+    let g = parse_graph(src).unwrap();
+    let op = |name: &str| {
+        let id = g.value_by_name(name).unwrap();
+        let n = g
+            .petgraph()
+            .node_indices()
+            .find(|&n| g.node(n).outputs[0] == id)
+            .unwrap();
+        g.node(n).op.clone()
+    };
+    let conv3 = conv(&[3, 3], Padding::Explicit(vec![0; 4]));
+    assert_eq!(
+        op("y"),
+        Op::FusedConv {
+            conv: conv3.clone(),
+            residual: true,
+            activation: Some(Activation::LeakyRelu { alpha: 0.01 }),
+        }
+    );
+    assert_eq!(
+        op("p"),
+        Op::FusedConv {
+            conv: conv3,
+            residual: false,
+            activation: None,
+        }
+    );
+    let gemm = GemmAttrs {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: false,
+    };
+    let clip = Activation::Clip {
+        min: f32::NEG_INFINITY,
+        max: 6.0,
+    };
+    assert_eq!(
+        op("z"),
+        Op::FusedGemm {
+            gemm,
+            activation: Some(clip),
+        }
+    );
+    let hard_sigmoid = Activation::HardSigmoid {
+        alpha: 0.2,
+        beta: 0.25,
+    };
+    assert_eq!(
+        op("h"),
+        Op::FusedGemm {
+            gemm,
+            activation: Some(hard_sigmoid),
+        }
+    );
+}
+
+#[test]
 fn names_that_need_quotes_round_trip() {
     let awkward = [
         "gpu_0/data_0",
@@ -315,6 +437,15 @@ proptest! {
         let c = g.add_constant("c", Tensor::from_f32(&[2], vec![v[2], v[3]])).unwrap();
         let bn = Op::BatchNorm { epsilon: v[1] };
         g.add_node("bn", bn, vec![x, c, c, c, c], vec!["bn".into()]).unwrap();
+        let fused_activations = [
+            Activation::LeakyRelu { alpha: v[4] },
+            Activation::Clip { min: v[5], max: v[6] },
+            Activation::HardSigmoid { alpha: v[7], beta: v[8] },
+        ];
+        for (i, act) in fused_activations.into_iter().enumerate() {
+            let op = Op::FusedGemm { gemm, activation: Some(act) };
+            g.add_node(format!("fgemm{i}"), op, vec![m, m, m], vec![format!("f{i}")]).unwrap();
+        }
         assert_round_trip(&g);
     }
 

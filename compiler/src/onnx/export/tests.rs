@@ -8,7 +8,7 @@ fn qp(dtype: DType, scale: f32, zp: i32) -> QParams {
     QParams::per_tensor(dtype, scale, zp).expect("valid parameters")
 }
 
-fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+pub(super) fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
             ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
@@ -25,9 +25,9 @@ fn uint8(dims: &[usize], v: Vec<u8>) -> Tensor {
 }
 
 /// One graph with every op whose ONNX form differs from the IR's: attributes that become
-/// inputs, Q/DQ parameters, quantized ops, Softmax with the old semantics. Weights are
+/// inputs, Q/DQ parameters, quantized ops, Softmax with the old semantics, fused ops. Weights are
 /// quantized per channel, or per tensor for opsets before 13.
-fn op_coverage_graph(per_channel: bool) -> Result<Graph, qcc_ir::GraphError> {
+pub(super) fn op_coverage_graph(per_channel: bool) -> Result<Graph, qcc_ir::GraphError> {
     let mut g = Graph::new("ops");
     let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 4, 6, 6]))?;
     let node = |g: &mut Graph,
@@ -275,12 +275,15 @@ fn op_coverage_graph(per_channel: bool) -> Result<Graph, qcc_ir::GraphError> {
     let shape = node(&mut g, "shape", Op::Shape { start: 0, end: 4 }, vec![x])?;
     let idx = g.add_constant("gather.indices", Tensor::from_i64(&[2], vec![3, -1]))?;
     let gathered = node(&mut g, "gather", Op::Gather { axis: 1 }, vec![rm, idx])?;
-    g.set_outputs(vec![fc, qmm, mmi, qc, ci, dyn_y, shape, gathered]);
+    let fused = super::tests_fused::fused_ops(&mut g, x, dq)?;
+    let mut outputs = vec![fc, qmm, mmi, qc, ci, dyn_y, shape, gathered];
+    outputs.extend(fused);
+    g.set_outputs(outputs);
     g.verify()?;
     Ok(g)
 }
 
-fn model(g: &Graph, opset: i64) -> GraphProto {
+pub(super) fn model(g: &Graph, opset: i64) -> GraphProto {
     let opts = ExportOptions {
         dynamic_batch: false,
         opset,
@@ -291,7 +294,7 @@ fn model(g: &Graph, opset: i64) -> GraphProto {
         .expect("graph")
 }
 
-fn find<'a>(gp: &'a GraphProto, name: &str) -> &'a NodeProto {
+pub(super) fn find<'a>(gp: &'a GraphProto, name: &str) -> &'a NodeProto {
     gp.node
         .iter()
         .find(|n| n.name == name)
@@ -311,7 +314,7 @@ fn init_i64(gp: &GraphProto, name: &str) -> Vec<i64> {
         .collect()
 }
 
-fn attr_of<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+pub(super) fn attr_of<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
 }
 

@@ -1,0 +1,191 @@
+//! The target cost model: an estimate, in nanoseconds, of running one node.
+//!
+//! A node costs its arithmetic (FLOPs at the target's rate), the bytes it reads and writes
+//! (at the target's memory bandwidth) and a fixed per-kernel overhead (launch, loop set-up,
+//! one more pass over memory that fusion would avoid). Views (Reshape, Flatten...) are
+//! nearly free; leaves cost a token amount so that every node's cost is strictly positive
+//! (which keeps extraction acyclic). Ops the back end has no kernel for (BatchNormalization,
+//! which must be folded or decomposed) cost a penalty that makes any rewrite preferable.
+
+use qcc_ir::{Op, TensorType};
+
+/// Cost parameters of one target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostModel {
+    pub name: &'static str,
+    /// Arithmetic throughput, floating-point operations per nanosecond (GFLOP/s).
+    pub flops_per_ns: f64,
+    /// Memory bandwidth, bytes per nanosecond (GB/s).
+    pub bytes_per_ns: f64,
+    /// Fixed cost of one kernel, nanoseconds.
+    pub kernel_overhead_ns: f64,
+    /// Cost of an op the back end cannot run (it must be rewritten away).
+    pub unsupported_op_ns: f64,
+}
+
+/// The token cost of a leaf or a projection: positive, negligible.
+pub const LEAF_COST: f64 = 1e-3;
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel::generic_cpu()
+    }
+}
+
+impl CostModel {
+    /// One core of a generic x86-64/aarch64 CPU with 128-bit vectors.
+    pub fn generic_cpu() -> CostModel {
+        CostModel {
+            name: "generic-cpu",
+            flops_per_ns: 16.0,
+            bytes_per_ns: 10.0,
+            kernel_overhead_ns: 500.0,
+            unsupported_op_ns: 1e9,
+        }
+    }
+
+    fn kernel(&self, flops: f64, bytes: f64) -> f64 {
+        self.kernel_overhead_ns + flops / self.flops_per_ns + bytes / self.bytes_per_ns
+    }
+
+    /// Cost of one node running `op` on inputs of types `inputs`, producing `outputs`.
+    pub fn op_cost(&self, op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> f64 {
+        let bytes_in: f64 = inputs.iter().map(|t| t.byte_size() as f64).sum();
+        let bytes_out: f64 = outputs.iter().map(|t| t.byte_size() as f64).sum();
+        let out_elems: f64 = outputs.iter().map(|t| t.shape.numel() as f64).sum();
+        let moved = bytes_in + bytes_out;
+        match op {
+            Op::Conv(_)
+            | Op::FusedConv { .. }
+            | Op::QLinearConv { .. }
+            | Op::ConvInteger { .. } => {
+                // Multiply-adds per output element: the weight's per-output-channel volume.
+                let per_out = inputs
+                    .get(1)
+                    .map(|w| w.dims().iter().skip(1).product::<usize>() as f64)
+                    .unwrap_or(1.0);
+                let epilogue = match op {
+                    Op::FusedConv {
+                        residual,
+                        activation,
+                        ..
+                    } => out_elems * (*residual as u8 as f64 + activation.is_some() as u8 as f64),
+                    _ => 0.0,
+                };
+                self.kernel(2.0 * out_elems * per_out + epilogue, moved)
+            }
+            Op::Gemm(_) | Op::FusedGemm { .. } | Op::MatMul | Op::QLinearMatMul { .. } => {
+                // K is the contracted dim: A's last (or first when transposed).
+                let k = match (op, inputs.first()) {
+                    (Op::Gemm(g) | Op::FusedGemm { gemm: g, .. }, Some(a)) if g.trans_a => {
+                        a.dims().first().copied().unwrap_or(1)
+                    }
+                    (_, Some(a)) => a.dims().last().copied().unwrap_or(1),
+                    _ => 1,
+                } as f64;
+                self.kernel(2.0 * out_elems * k, moved)
+            }
+            Op::MatMulInteger { .. } => {
+                let k = inputs
+                    .first()
+                    .and_then(|a| a.dims().last().copied())
+                    .unwrap_or(1) as f64;
+                self.kernel(2.0 * out_elems * k, moved)
+            }
+            Op::BatchNorm { .. } => self.unsupported_op_ns + self.kernel(2.0 * out_elems, moved),
+            // Views: no data moves once the back end aliases them.
+            Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Identity
+            | Op::Dropout { .. } => 1.0,
+            Op::Shape { .. } => 1.0,
+            // A division costs several multiplies on every target.
+            Op::Binary(qcc_ir::BinaryOp::Div) => self.kernel(4.0 * out_elems, moved),
+            Op::Activation(_) | Op::Binary(_) | Op::Sum => self.kernel(out_elems, moved),
+            _ => self.kernel(out_elems, moved),
+        }
+    }
+}
+
+/// The cost of a graph as it stands: every live node once.
+pub fn graph_cost(g: &qcc_ir::Graph, m: &CostModel) -> Result<f64, qcc_ir::GraphError> {
+    let mut total = 0.0;
+    for n in g.live_nodes()? {
+        let node = g.node(n);
+        let ins: Vec<&TensorType> = node.inputs.iter().map(|&v| &g.value(v).ty).collect();
+        let outs: Vec<TensorType> = node
+            .outputs
+            .iter()
+            .map(|&v| g.value(v).ty.clone())
+            .collect();
+        total += m.op_cost(&node.op, &ins, &outs).max(LEAF_COST);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qcc_ir::{Activation, ConvAttrs, DType, Padding};
+
+    fn f32t(dims: &[usize]) -> TensorType {
+        TensorType::new(DType::F32, dims.to_vec())
+    }
+
+    fn conv() -> ConvAttrs {
+        ConvAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            padding: Padding::Explicit(vec![1, 1, 1, 1]),
+            group: 1,
+        }
+    }
+
+    #[test]
+    fn fused_conv_is_cheaper_than_conv_then_relu() {
+        let m = CostModel::generic_cpu();
+        let (x, w, b, y) = (
+            f32t(&[1, 8, 16, 16]),
+            f32t(&[8, 8, 3, 3]),
+            f32t(&[8]),
+            f32t(&[1, 8, 16, 16]),
+        );
+        let conv_cost = m.op_cost(&Op::Conv(conv()), &[&x, &w, &b], std::slice::from_ref(&y));
+        let relu = m.op_cost(
+            &Op::Activation(Activation::Relu),
+            &[&y],
+            std::slice::from_ref(&y),
+        );
+        let fused = m.op_cost(
+            &Op::FusedConv {
+                conv: conv(),
+                residual: false,
+                activation: Some(Activation::Relu),
+            },
+            &[&x, &w, &b],
+            std::slice::from_ref(&y),
+        );
+        assert!(fused < conv_cost + relu);
+        assert!(fused > conv_cost);
+    }
+
+    #[test]
+    fn batch_norm_costs_more_than_mul_and_add() {
+        let m = CostModel::generic_cpu();
+        let (x, c) = (f32t(&[1, 8, 4, 4]), f32t(&[8]));
+        let bn = m.op_cost(
+            &Op::BatchNorm { epsilon: 1e-5 },
+            &[&x, &c, &c, &c, &c],
+            std::slice::from_ref(&x),
+        );
+        let mul = m.op_cost(
+            &Op::Binary(qcc_ir::BinaryOp::Mul),
+            &[&x, &c],
+            std::slice::from_ref(&x),
+        );
+        assert!(bn > 2.0 * mul);
+    }
+}

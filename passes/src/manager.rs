@@ -1,0 +1,132 @@
+//! The pass manager: runs passes in order, verifying, timing and optionally dumping.
+
+use crate::{Pass, PassError};
+use qcc_ir::Graph;
+use std::time::{Duration, Instant};
+
+/// What one pass did.
+#[derive(Clone, Debug)]
+pub struct PassReport {
+    pub pass: &'static str,
+    pub changed: bool,
+    pub duration: Duration,
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+}
+
+/// A callback that receives the graph after the pass named by `dump_after`.
+pub type DumpFn<'a> = Box<dyn FnMut(&'static str, &Graph) + 'a>;
+
+pub struct PassManager {
+    passes: Vec<Box<dyn Pass>>,
+}
+
+impl Default for PassManager {
+    fn default() -> Self {
+        PassManager::new()
+    }
+}
+
+impl PassManager {
+    pub fn new() -> PassManager {
+        PassManager { passes: Vec::new() }
+    }
+
+    pub fn add(&mut self, pass: impl Pass + 'static) -> &mut PassManager {
+        self.passes.push(Box::new(pass));
+        self
+    }
+
+    pub fn pass_names(&self) -> Vec<&'static str> {
+        self.passes.iter().map(|p| p.name()).collect()
+    }
+
+    /// Fails unless `name` is a pass of this pipeline: a `--dump-after` that never fires
+    /// would be a silent no-op.
+    pub fn check_pass_name(&self, name: &str) -> Result<(), PassError> {
+        if self.passes.iter().any(|p| p.name() == name) {
+            Ok(())
+        } else {
+            Err(PassError::UnknownPass {
+                name: name.to_string(),
+                available: self.pass_names().join(", "),
+            })
+        }
+    }
+
+    /// Runs every pass in order, verifying the graph after each. `dump` receives the graph
+    /// after each pass whose name is `dump_after`.
+    pub fn run(
+        &self,
+        graph: &mut Graph,
+        dump_after: Option<&str>,
+        mut dump: Option<DumpFn>,
+    ) -> Result<Vec<PassReport>, PassError> {
+        if let Some(name) = dump_after {
+            self.check_pass_name(name)?;
+        }
+        let mut reports = Vec::with_capacity(self.passes.len());
+        for pass in &self.passes {
+            let nodes_before = graph.node_count();
+            let start = Instant::now();
+            let changed = pass.run(graph)?;
+            let duration = start.elapsed();
+            graph.verify().map_err(|source| PassError::Verify {
+                pass: pass.name(),
+                source,
+            })?;
+            if dump_after == Some(pass.name()) {
+                if let Some(f) = dump.as_mut() {
+                    f(pass.name(), graph);
+                }
+            }
+            reports.push(PassReport {
+                pass: pass.name(),
+                changed,
+                duration,
+                nodes_before,
+                nodes_after: graph.node_count(),
+            });
+        }
+        Ok(reports)
+    }
+}
+
+/// Options of the standard pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineOptions {
+    pub egraph: crate::egraph::EgraphOptions,
+}
+
+/// The standard pipeline: the canonical clean-up passes, then the e-graph optimizer.
+pub fn default_pipeline(opts: &PipelineOptions) -> PassManager {
+    let mut pm = PassManager::new();
+    crate::canonical::add_canonical_passes(&mut pm);
+    crate::egraph::add_egraph_passes(&mut pm, &opts.egraph);
+    pm
+}
+
+/// Builds a pipeline from pass names (as filetests and `--passes` name them); `default`
+/// stands for the whole standard pipeline.
+pub fn pipeline_from_names(
+    names: &[&str],
+    opts: &PipelineOptions,
+) -> Result<PassManager, PassError> {
+    let mut pm = PassManager::new();
+    for &name in names {
+        if name == "default" {
+            crate::canonical::add_canonical_passes(&mut pm);
+            crate::egraph::add_egraph_passes(&mut pm, &opts.egraph);
+        } else if !crate::canonical::add_pass_by_name(&mut pm, name)
+            && !crate::egraph::add_pass_by_name(&mut pm, name, &opts.egraph)
+        {
+            let mut all = default_pipeline(opts).pass_names();
+            all.push("default");
+            return Err(PassError::UnknownPass {
+                name: name.to_string(),
+                available: all.join(", "),
+            });
+        }
+    }
+    Ok(pm)
+}
