@@ -47,7 +47,14 @@ pub fn optimize(
     dump: Option<qcc_passes::DumpFn>,
 ) -> Result<Vec<qcc_passes::PassReport>, DriverError> {
     let pm = qcc_passes::default_pipeline(&qcc_passes::PipelineOptions::default());
-    Ok(pm.run(g, dump_after, dump)?)
+    let reports = pm.run(g, dump_after, dump)?;
+    // Warnings reach stderr whatever the output format, so they are never missed.
+    for r in &reports {
+        for note in &r.notes {
+            eprintln!("qcc: warning: pass '{}': {note}", r.pass);
+        }
+    }
+    Ok(reports)
 }
 
 /// Parses `NAME=FILE.npy` arguments.

@@ -275,6 +275,9 @@ pub fn format_pass_report(reports: &[qcc_passes::PassReport]) -> String {
             r.nodes_after,
             if r.changed { "" } else { "  (unchanged)" }
         );
+        for note in &r.notes {
+            let _ = writeln!(out, "  {:name_w$}  warning: {note}", "");
+        }
     }
     let _ = writeln!(
         out,
@@ -285,7 +288,7 @@ pub fn format_pass_report(reports: &[qcc_passes::PassReport]) -> String {
     out
 }
 
-/// The pass report as JSON: `[{"pass", "changed", "ms", "nodes_before", "nodes_after"}]`.
+/// The pass report as JSON: `[{"pass", "changed", "ms", "nodes_before", "nodes_after", "notes"}]`.
 pub fn pass_report_json(reports: &[qcc_passes::PassReport]) -> serde_json::Value {
     reports
         .iter()
@@ -296,6 +299,7 @@ pub fn pass_report_json(reports: &[qcc_passes::PassReport]) -> serde_json::Value
                 "ms": r.duration.as_secs_f64() * 1e3,
                 "nodes_before": r.nodes_before,
                 "nodes_after": r.nodes_after,
+                "notes": r.notes,
             })
         })
         .collect()

@@ -12,6 +12,7 @@ use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use petgraph::Direction;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub type NodeId = NodeIndex;
 
@@ -28,8 +29,12 @@ impl ValueId {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ValueDef {
     Input,
-    Constant(Tensor),
-    Node { node: NodeId, output: usize },
+    /// Shared, so that passes, which rebuild graphs, never copy weights.
+    Constant(Arc<Tensor>),
+    Node {
+        node: NodeId,
+        output: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -163,11 +168,13 @@ impl Graph {
         Ok(id)
     }
 
+    /// Adds a constant; passing an `Arc<Tensor>` taken from another graph shares the data.
     pub fn add_constant(
         &mut self,
         name: impl Into<String>,
-        value: Tensor,
+        value: impl Into<Arc<Tensor>>,
     ) -> Result<ValueId, GraphError> {
+        let value = value.into();
         let ty = value.ty();
         self.push_value(name.into(), ty, ValueDef::Constant(value), None)
     }

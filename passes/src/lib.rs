@@ -43,4 +43,10 @@ pub trait Pass {
     fn name(&self) -> &'static str;
     /// Rewrites the graph; returns whether anything changed.
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError>;
+    /// What the last run has to tell the user beyond its result: a limit that stopped it
+    /// early, a rewrite it could not make. The pass manager puts these in the report, and
+    /// the driver prints them, so nothing is given up silently.
+    fn take_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

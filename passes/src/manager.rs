@@ -12,6 +12,8 @@ pub struct PassReport {
     pub duration: Duration,
     pub nodes_before: usize,
     pub nodes_after: usize,
+    /// Warnings the pass raised (see [`Pass::take_notes`]).
+    pub notes: Vec<String>,
 }
 
 /// A callback that receives the graph after the pass named by `dump_after`.
@@ -86,6 +88,7 @@ impl PassManager {
                 duration,
                 nodes_before,
                 nodes_after: graph.node_count(),
+                notes: pass.take_notes(),
             });
         }
         Ok(reports)

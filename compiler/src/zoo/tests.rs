@@ -19,7 +19,7 @@ fn closed(name: &str, seed: u64, batch: usize) -> Graph {
 fn constants(g: &Graph) -> BTreeMap<String, Tensor> {
     g.values()
         .filter_map(|(_, v)| match &v.def {
-            ValueDef::Constant(t) => Some((v.name.clone(), t.clone())),
+            ValueDef::Constant(t) => Some((v.name.clone(), Tensor::clone(t))),
             _ => None,
         })
         .collect()

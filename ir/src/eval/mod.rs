@@ -26,6 +26,7 @@ use half::f16;
 use ndarray::ArrayD;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
@@ -254,16 +255,20 @@ fn array_from<T>(dims: &[usize], data: Vec<T>) -> R<ArrayD<T>> {
 /// returns the graph outputs in order.
 pub fn run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, EvalError> {
     let values = run_all(graph, inputs)?;
-    Ok(graph.outputs().iter().map(|o| values[o].clone()).collect())
+    Ok(graph
+        .outputs()
+        .iter()
+        .map(|o| Tensor::clone(&values[o]))
+        .collect())
 }
 
 /// Runs a graph and returns every value it computed (inputs and constants included), for
-/// debugging and calibration.
+/// debugging and calibration. Values are shared, so constants are never copied.
 pub fn run_all(
     graph: &Graph,
     inputs: &HashMap<String, Tensor>,
-) -> Result<HashMap<ValueId, Tensor>, EvalError> {
-    let mut env: HashMap<ValueId, Tensor> = HashMap::new();
+) -> Result<HashMap<ValueId, Arc<Tensor>>, EvalError> {
+    let mut env: HashMap<ValueId, Arc<Tensor>> = HashMap::new();
     for gi in graph.inputs() {
         let v = graph.value(gi.value);
         let t = inputs.get(&v.name).ok_or_else(|| EvalError::Input {
@@ -276,7 +281,7 @@ pub fn run_all(
                 message: format!("expected {}, got {}", v.ty, t.ty()),
             });
         }
-        env.insert(gi.value, t.clone());
+        env.insert(gi.value, Arc::new(t.clone()));
     }
     if let Some(extra) = inputs.keys().find(|k| {
         graph
@@ -298,7 +303,7 @@ pub fn run_all(
         .map_err(|e| EvalError::Op(e.to_string()))?;
     for n in order {
         let node = graph.node(n);
-        let args: Vec<&Tensor> = node.inputs.iter().map(|v| &env[v]).collect();
+        let args: Vec<&Tensor> = node.inputs.iter().map(|v| &*env[v]).collect();
         let outs = eval_op(&node.op, &args).map_err(|e| EvalError::Node {
             node: node.name.clone(),
             op: node.op.name(),
@@ -308,7 +313,7 @@ pub fn run_all(
             },
         })?;
         for (&o, t) in node.outputs.iter().zip(outs) {
-            env.insert(o, t);
+            env.insert(o, Arc::new(t));
         }
     }
     Ok(env)

@@ -22,6 +22,7 @@
 use super::eliminate_dead_code::remove_dead_code;
 use crate::{Pass, PassError};
 use qcc_ir::{Graph, Node, Op, Rebuilder, Tensor, ValueDef, ValueId};
+use std::sync::Arc;
 
 pub struct FoldConstants;
 
@@ -100,17 +101,17 @@ fn fold_node(r: &mut Rebuilder, node: &Node) -> Option<Result<Vec<ValueId>, qcc_
         for &old in &node.inputs {
             // An original constant is read from the old graph rather than mapped: mapping
             // would copy it into the new graph, where nothing might read it any more.
-            if let Some(t) = r.old().constant(old) {
-                args.push(t.clone());
+            if let ValueDef::Constant(t) = &r.old().value(old).def {
+                args.push(Arc::clone(t));
                 continue;
             }
             let new = r.map(old).ok()?;
             match &r.new.value(new).def {
-                ValueDef::Constant(t) => args.push(t.clone()),
+                ValueDef::Constant(t) => args.push(Arc::clone(t)),
                 _ => return None,
             }
         }
-        let refs: Vec<&Tensor> = args.iter().collect();
+        let refs: Vec<&Tensor> = args.iter().map(|t| &**t).collect();
         qcc_ir::eval::eval_op(&node.op, &refs).ok()?
     };
     let mut values = Vec::with_capacity(outputs.len());

@@ -31,7 +31,7 @@ pub fn graph_to_egraph(g: &Graph) -> Result<(TGraph, Vec<Id>), GraphError> {
     }
     for (vid, v) in g.values() {
         if let ValueDef::Constant(t) = &v.def {
-            let k = eg.analysis.push_const(v.name.clone(), Arc::new(t.clone()));
+            let k = eg.analysis.push_const(v.name.clone(), Arc::clone(t));
             class_of.insert(vid, eg.add(TensorLang::Const(k)));
         }
     }

@@ -111,16 +111,19 @@ impl Pass for EgraphPass {
         self.name
     }
 
+    fn take_notes(&self) -> Vec<String> {
+        match self.last_stats() {
+            Some(stats) if stats.hit_limit => vec![format!(
+                "stopped before saturation ({}) after {} iterations, {} e-nodes; the graph is \
+                 valid but may be less optimized (raise the e-graph limits)",
+                stats.stop_reason, stats.iterations, stats.egraph_nodes
+            )],
+            _ => Vec::new(),
+        }
+    }
+
     fn run(&self, graph: &mut Graph) -> Result<bool, PassError> {
         let (new, stats) = optimize(self.name, graph, &self.families, &self.opts)?;
-        if stats.hit_limit {
-            // The pass trait has no channel for notes yet: say it where a user sees it.
-            eprintln!(
-                "warning: pass '{}' stopped before saturation ({}) after {} iterations, \
-                 {} e-nodes; the graph is valid but may be less optimized",
-                self.name, stats.stop_reason, stats.iterations, stats.egraph_nodes
-            );
-        }
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
         match new {
             Some(g) => {

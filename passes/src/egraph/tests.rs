@@ -356,6 +356,18 @@ fn a_tight_node_limit_stops_the_run_and_says_so() {
     assert!(stats.hit_limit, "{stats:?}");
     assert!(stats.stop_reason.contains("limit"), "{stats:?}");
     assert_same_semantics(&g, &after);
+
+    // Through the pass manager, the limit reaches the report as a warning.
+    let mut pm = crate::PassManager::new();
+    assert!(super::add_pass_by_name(&mut pm, "fuse", &opts));
+    let mut graph = g.clone();
+    let reports = pm.run(&mut graph, None, None).expect("pipeline");
+    assert_eq!(reports[0].notes.len(), 1, "{:?}", reports[0].notes);
+    assert!(
+        reports[0].notes[0].contains("before saturation"),
+        "{:?}",
+        reports[0].notes
+    );
 }
 
 #[test]
