@@ -10,6 +10,8 @@
 pub mod canonical;
 pub mod egraph;
 mod manager;
+#[cfg(test)]
+mod testing;
 
 pub use manager::{
     default_pipeline, pipeline_from_names, DumpFn, PassManager, PassReport, PipelineOptions,

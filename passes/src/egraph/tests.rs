@@ -2,17 +2,9 @@
 //! the ops left and for unchanged semantics (interpreter before vs after).
 
 use super::*;
-use qcc_ir::text::{parse_graph, print_graph, PrintOptions};
-use qcc_ir::{DType, Tensor, TensorType};
-use std::collections::HashMap;
+use qcc_ir::{DType, TensorType};
 
-pub(super) fn parse(src: &str) -> Graph {
-    parse_graph(src).unwrap_or_else(|e| panic!("test graph does not parse: {e}\n{src}"))
-}
-
-pub(super) fn text(g: &Graph) -> String {
-    print_graph(g, &PrintOptions::default())
-}
+pub(super) use crate::testing::{parse, text, Rng};
 
 /// Runs the pass called `pass` (default options); returns the new graph and its stats.
 pub(super) fn run(pass: &str, g: &Graph) -> (Graph, EgraphStats) {
@@ -41,71 +33,9 @@ pub(super) fn ops(g: &Graph) -> Vec<String> {
     out
 }
 
-/// SplitMix64: reproducible inputs without a dependency.
-pub(super) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn unit(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    pub fn tensor(&mut self, dims: &[usize]) -> Tensor {
-        let n = dims.iter().product();
-        Tensor::from_f32(dims, (0..n).map(|_| self.unit()).collect())
-    }
-}
-
-fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
-    let diff: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let norm: f64 = a.iter().map(|x| x * x).sum();
-    (diff / norm.max(1e-30)).sqrt()
-}
-
-/// Same outputs (names, types, values within relative L2 1e-5) on two seeded random inputs.
+/// E-graph rewrites reassociate float arithmetic (folded weights): outputs agree to 1e-5.
 pub(super) fn assert_same_semantics(before: &Graph, after: &Graph) {
-    let names = |g: &Graph| -> Vec<String> {
-        g.outputs()
-            .iter()
-            .map(|&o| g.value(o).name.clone())
-            .collect()
-    };
-    assert_eq!(names(before), names(after), "graph output names changed");
-    for seed in 1..=2u64 {
-        let mut rng = Rng(seed);
-        let feeds: HashMap<String, Tensor> = before
-            .input_values()
-            .iter()
-            .map(|&v| {
-                let val = before.value(v);
-                assert_eq!(val.ty.dtype, DType::F32, "tests feed f32 inputs only");
-                (val.name.clone(), rng.tensor(val.ty.dims()))
-            })
-            .collect();
-        let eval =
-            |g: &Graph| qcc_ir::eval::run(g, &feeds).unwrap_or_else(|e| panic!("{e}\n{}", text(g)));
-        let (want, got) = (eval(before), eval(after));
-        for (w, g) in want.iter().zip(&got) {
-            assert_eq!(w.ty(), g.ty(), "output type changed");
-            let d = rel_l2(w, g);
-            assert!(
-                d <= 1e-5,
-                "outputs differ (rel L2 {d}), seed {seed}\nbefore:\n{}\nafter:\n{}",
-                text(before),
-                text(after)
-            );
-        }
-    }
+    crate::testing::assert_same_semantics_within(before, after, 1e-5);
 }
 
 /// Runs `pass` on `src`, checks semantics, and returns the sorted op names left.
