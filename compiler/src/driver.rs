@@ -38,15 +38,33 @@ pub fn load_model(path: &Path, batch: usize) -> Result<Graph, DriverError> {
     Ok(import_file(path, &opts)?)
 }
 
-/// Runs the standard pass pipeline (default options) on `g`; returns what each pass did.
-/// `dump` receives the graph after every run of the pass named `dump_after`; an unknown name
-/// is an error listing the pipeline's passes.
+/// Pipeline options for a target: the e-graph extracts with the target's cost model
+/// (`generic-cpu` when no target is given or none was measured for it).
+pub fn pipeline_options(target: Option<&qcc_codegen::Target>) -> qcc_passes::PipelineOptions {
+    let mut opts = qcc_passes::PipelineOptions::default();
+    if let Some(t) = target {
+        opts.egraph.cost_model =
+            qcc_passes::egraph::CostModel::for_target(t.arch().name(), t.precision().name());
+    }
+    opts
+}
+
+/// Parses a `--target` name.
+pub fn parse_target(name: &str) -> Result<qcc_codegen::Target, DriverError> {
+    qcc_codegen::Target::parse(name)
+        .map_err(|e| DriverError::Other(format!("--target {name}: {e}")))
+}
+
+/// Runs the standard pass pipeline on `g`; returns what each pass did. `dump` receives the
+/// graph after every run of the pass named `dump_after`; an unknown name is an error listing
+/// the pipeline's passes. Pass warnings go to stderr.
 pub fn optimize(
     g: &mut Graph,
+    opts: &qcc_passes::PipelineOptions,
     dump_after: Option<&str>,
     dump: Option<qcc_passes::DumpFn>,
 ) -> Result<Vec<qcc_passes::PassReport>, DriverError> {
-    let pm = qcc_passes::default_pipeline(&qcc_passes::PipelineOptions::default());
+    let pm = qcc_passes::default_pipeline(opts);
     let reports = pm.run(g, dump_after, dump)?;
     // Warnings reach stderr whatever the output format, so they are never missed.
     for r in &reports {

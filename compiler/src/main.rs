@@ -63,6 +63,10 @@ enum Command {
         /// Run the optimized graph (the standard pass pipeline applied first).
         #[arg(long)]
         after_passes: bool,
+        /// The target whose cost model the optimizer uses (see `qcc targets`). Compiled
+        /// execution on targets comes with the back end; until then the graph is interpreted.
+        #[arg(long, value_name = "TARGET")]
+        target: Option<String>,
     },
     /// Print per-node op, shapes, parameters and FLOPs, with totals.
     Inspect {
@@ -83,7 +87,12 @@ enum Command {
         /// Write the graph as Graphviz DOT (after passes when they run).
         #[arg(long, value_name = "FILE")]
         dot: Option<PathBuf>,
+        /// The target whose cost model the optimizer uses (see `qcc targets`).
+        #[arg(long, value_name = "TARGET")]
+        target: Option<String>,
     },
+    /// List the compilation targets and their ISA features.
+    Targets,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -149,10 +158,14 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             seed,
             batch,
             after_passes,
+            target,
         } => {
+            let target = target.as_deref().map(driver::parse_target).transpose()?;
             let mut g = driver::load_model(&model, batch)?;
             if after_passes {
-                let reports = driver::optimize(&mut g, None, None)?;
+                let opts = driver::pipeline_options(target.as_ref());
+                let reports = driver::optimize(&mut g, &opts, None, None)?;
+                eprintln!("cost model: {}", opts.egraph.cost_model.name);
                 eprint!("{}", inspect::format_pass_report(&reports));
             }
             let files = driver::parse_input_specs(&inputs)?;
@@ -179,7 +192,19 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             after_passes,
             dump_after,
             dot,
-        } => inspect_command(&model, format, batch, after_passes, dump_after, dot),
+            target,
+        } => {
+            let target = target.as_deref().map(driver::parse_target).transpose()?;
+            let opts = driver::pipeline_options(target.as_ref());
+            inspect_command(&model, format, batch, after_passes, dump_after, dot, &opts)
+        }
+        Command::Targets => {
+            for t in qcc_codegen::Target::known_targets() {
+                println!("{:24} {}", t.name, t.description);
+                println!("{:24} features: {}", "", t.features);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -191,6 +216,7 @@ fn inspect_command(
     after_passes: bool,
     dump_after: Option<String>,
     dot: Option<PathBuf>,
+    opts: &qcc_passes::PipelineOptions,
 ) -> Result<(), DriverError> {
     let mut g = driver::load_model(model, batch)?;
     let before = inspect::graph_stats(&g)?;
@@ -203,7 +229,8 @@ fn inspect_command(
             })),
             None => None,
         };
-        reports = Some(driver::optimize(&mut g, dump_after.as_deref(), dump)?);
+        reports = Some(driver::optimize(&mut g, opts, dump_after.as_deref(), dump)?);
+        eprintln!("cost model: {}", opts.egraph.cost_model.name);
     }
     if let Some(path) = &dot {
         let text = qcc::dot::to_dot(&g)?;

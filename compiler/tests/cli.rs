@@ -286,7 +286,7 @@ fn inspect_json_after_passes_has_counts_before_and_display_names() {
     // Each node's "op" is its display name in the optimized graph: a fused node is named by
     // what it contains ("Conv+Relu"), never "FusedConv".
     let mut g = qcc::driver::load_model(&model, 1).unwrap();
-    qcc::driver::optimize(&mut g, None, None).unwrap();
+    qcc::driver::optimize(&mut g, &qcc::driver::pipeline_options(None), None, None).unwrap();
     let display: std::collections::HashMap<String, String> = g
         .petgraph()
         .node_indices()
@@ -346,7 +346,13 @@ fn dot_writes_one_box_per_node_of_the_drawn_graph() {
     };
     let imported = qcc::driver::load_model(&model, 1).unwrap();
     let mut optimized = imported.clone();
-    qcc::driver::optimize(&mut optimized, None, None).unwrap();
+    qcc::driver::optimize(
+        &mut optimized,
+        &qcc::driver::pipeline_options(None),
+        None,
+        None,
+    )
+    .unwrap();
     for (flags, graph) in [(&[][..], &imported), (&["--after-passes"][..], &optimized)] {
         let path = dir.join(format!("g{}.dot", flags.len()));
         let mut args = vec!["inspect", s(&model), "--dot", s(&path)];
@@ -393,4 +399,44 @@ fn run_after_passes_gives_the_same_outputs() {
             (diff / norm).sqrt()
         );
     }
+}
+
+#[test]
+fn targets_are_listed_and_select_the_cost_model() {
+    let list = String::from_utf8_lossy(&ok(&["targets"]).stdout).to_string();
+    for t in [
+        "x86_64-fp32",
+        "x86_64-int8",
+        "aarch64-int8+i8mm",
+        "aarch64-fp16",
+        "native-fp32",
+    ] {
+        assert!(
+            list.lines().any(|l| l.starts_with(t)),
+            "{t} missing:\n{list}"
+        );
+    }
+    let dir = temp_dir("targets");
+    let model = dir.join("tiny.onnx");
+    ok(&["zoo", "tiny-cnn", "-o", s(&model)]);
+    let out = ok(&[
+        "inspect",
+        s(&model),
+        "--after-passes",
+        "--target",
+        "x86_64-fp32",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cost model: x86_64-fp32"), "{err}");
+    let out = ok(&["inspect", s(&model), "--after-passes"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cost model: generic-cpu"));
+    let bad = qcc(&[
+        "inspect",
+        s(&model),
+        "--after-passes",
+        "--target",
+        "riscv-fp32",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown architecture `riscv`"));
 }
