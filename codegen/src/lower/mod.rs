@@ -1,0 +1,1 @@
+//! Lowering of graph nodes to Cranelift IR, one module per kernel family.

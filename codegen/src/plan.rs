@@ -1,0 +1,1 @@
+//! The memory plan: where every tensor of a compiled graph lives.
