@@ -3,7 +3,9 @@
 //! [`kernel`] holds the interface every kernel implements; the families build on it.
 
 pub mod elementwise;
+pub mod gemm;
 pub mod kernel;
+pub mod pool;
 pub mod vmath;
 
 #[cfg(test)]

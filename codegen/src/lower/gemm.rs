@@ -1,0 +1,1 @@
+//! The f32 matrix-multiply micro-kernel and its weight packing.
