@@ -61,6 +61,8 @@ kernel_fn!(A, B, C, D);
 kernel_fn!(A, B, C, D, E);
 kernel_fn!(A, B, C, D, E, F);
 kernel_fn!(A, B, C, D, E, F, G);
+kernel_fn!(A, B, C, D, E, F, G, H);
+kernel_fn!(A, B, C, D, E, F, G, H, I);
 
 /// Kernels being defined in a JIT module for a target the host can run.
 pub struct JitKernels {
@@ -72,9 +74,16 @@ pub struct JitKernels {
 impl JitKernels {
     /// A JIT module for `target` (which must run on this machine: normally `native-*`).
     pub fn new(target: &Target) -> Result<JitKernels, EmitError> {
+        JitKernels::with_options(target, &IsaOptions::default())
+    }
+
+    /// As [`JitKernels::new`], with the given Cranelift options (the optimisation level is
+    /// per module; hand-scheduled kernels may run faster at `OptLevel::None`). The emission
+    /// is always `Jit`, whatever `options` says.
+    pub fn with_options(target: &Target, options: &IsaOptions) -> Result<JitKernels, EmitError> {
         let isa = target.isa_with(&IsaOptions {
             emission: Emission::Jit,
-            ..IsaOptions::default()
+            ..*options
         })?;
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let context = kernel_context(&module, target);
