@@ -18,8 +18,7 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_ir::{Activation, BinaryOp};
 
 use super::kernel::{
-    counted_loop, f32_address, Accumulator, Kernel, KernelContext, KernelError, KernelParam,
-    KernelSpec, Tile,
+    counted_loop, f32_address, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
 };
 use super::vmath::FloatOps;
 use crate::target::Arch;
@@ -334,23 +333,16 @@ impl ActivationKernel {
         let op = activation_name(activation);
         ActivationKernel {
             activation,
-            spec: KernelSpec {
-                name: KernelSpec::symbol(arch, Accumulator::F32, LANES, &op),
+            spec: KernelSpec::f32x4_stream(
                 arch,
                 op,
-                accumulator: Accumulator::F32,
-                lanes: LANES,
-                tile: Tile {
-                    rows: 1,
-                    cols: LANES,
-                },
-                epilogue: None,
-                params: vec![
+                None,
+                vec![
                     KernelParam::input("x"),
                     KernelParam::output("y"),
                     KernelParam::size("n"),
                 ],
-            },
+            ),
         }
     }
 }
@@ -422,19 +414,7 @@ impl BinaryKernel {
         BinaryKernel {
             op,
             kind,
-            spec: KernelSpec {
-                name: KernelSpec::symbol(arch, Accumulator::F32, LANES, &name),
-                arch,
-                op: name,
-                accumulator: Accumulator::F32,
-                lanes: LANES,
-                tile: Tile {
-                    rows: 1,
-                    cols: LANES,
-                },
-                epilogue,
-                params,
-            },
+            spec: KernelSpec::f32x4_stream(arch, name, epilogue, params),
         }
     }
 

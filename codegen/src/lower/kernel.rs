@@ -100,6 +100,26 @@ impl KernelSpec {
         format!("{}_{}x{}_{}", arch.name(), accumulator.name(), lanes, op)
     }
 
+    /// The spec of an f32x4 streaming kernel (one row of 4 lanes per step: element-wise and
+    /// pooling families), named by [`KernelSpec::symbol`].
+    pub fn f32x4_stream(
+        arch: Arch,
+        op: String,
+        epilogue: Option<qcc_ir::Activation>,
+        params: Vec<KernelParam>,
+    ) -> KernelSpec {
+        KernelSpec {
+            name: KernelSpec::symbol(arch, Accumulator::F32, 4, &op),
+            arch,
+            op,
+            accumulator: Accumulator::F32,
+            lanes: 4,
+            tile: Tile { rows: 1, cols: 4 },
+            epilogue,
+            params,
+        }
+    }
+
     /// The Cranelift signature: every parameter is pointer-sized, the call convention is the
     /// ISA's default (System V on x86-64 Linux, AAPCS64 on aarch64), so C can call it.
     pub fn signature(&self, isa: &dyn TargetIsa) -> Signature {

@@ -43,9 +43,7 @@ use qcc_ir::infer::{pool_output_dims, resolve_pads};
 use qcc_ir::{DType, Op, PoolAttrs, TensorType};
 
 use super::elementwise::LANES;
-use super::kernel::{
-    counted_loop, Accumulator, Kernel, KernelContext, KernelError, KernelParam, KernelSpec, Tile,
-};
+use super::kernel::{counted_loop, Kernel, KernelContext, KernelError, KernelParam, KernelSpec};
 use super::vmath::FloatOps;
 use crate::target::Arch;
 
@@ -242,23 +240,16 @@ impl WindowPoolKernel {
             rows.pad_begin,
             columns.pad_begin,
         );
-        let spec = KernelSpec {
-            name: KernelSpec::symbol(arch, Accumulator::F32, LANES, &op),
+        let spec = KernelSpec::f32x4_stream(
             arch,
             op,
-            accumulator: Accumulator::F32,
-            lanes: LANES,
-            tile: Tile {
-                rows: 1,
-                cols: LANES,
-            },
-            epilogue: None,
-            params: vec![
+            None,
+            vec![
                 KernelParam::input("x"),
                 KernelParam::output("y"),
                 KernelParam::size("planes"),
             ],
-        };
+        );
         Ok(WindowPoolKernel {
             kind,
             rows,
@@ -518,24 +509,17 @@ impl GlobalPoolKernel {
         .to_string();
         GlobalPoolKernel {
             max,
-            spec: KernelSpec {
-                name: KernelSpec::symbol(arch, Accumulator::F32, LANES, &op),
+            spec: KernelSpec::f32x4_stream(
                 arch,
                 op,
-                accumulator: Accumulator::F32,
-                lanes: LANES,
-                tile: Tile {
-                    rows: 1,
-                    cols: LANES,
-                },
-                epilogue: None,
-                params: vec![
+                None,
+                vec![
                     KernelParam::input("x"),
                     KernelParam::output("y"),
                     KernelParam::size("planes"),
                     KernelParam::size("size"),
                 ],
-            },
+            ),
         }
     }
 
