@@ -19,7 +19,6 @@
 //! - a node the interpreter cannot evaluate: it stays as it is (the error, if it is one,
 //!   surfaces at run time with the node's name), rather than failing the whole pipeline.
 
-use super::eliminate_dead_code::remove_dead_code;
 use crate::{Pass, PassError};
 use qcc_ir::{Graph, Node, Op, Rebuilder, Tensor, ValueDef, ValueId};
 use std::sync::Arc;
@@ -39,32 +38,8 @@ impl Pass for FoldConstants {
         {
             return Ok(false);
         }
-        let mut folded = 0usize;
-        let new = graph
-            .rebuild(|r, node| match fold_node(r, node) {
-                Some(values) => {
-                    folded += 1;
-                    values
-                }
-                None => r.copy_node(node),
-            })
-            .map_err(|source| PassError::Graph {
-                pass: self.name(),
-                source,
-            })?;
-        if folded == 0 {
-            // Every foldable node was dead or failed to evaluate: keep the graph as it was
-            // (removing dead code is another pass's job and report).
-            return Ok(false);
-        }
-        *graph = new;
-        // What only a folded node read (the producer of a Shape's input, a constant read
-        // only by a folded node that was copied for another reader) is dead now.
-        remove_dead_code(graph).map_err(|source| PassError::Graph {
-            pass: self.name(),
-            source,
-        })?;
-        Ok(true)
+        // What only a folded node read (the producer of a Shape's input) is removed with it.
+        super::rewrite_nodes(graph, self.name(), |r, node| fold_node(r, node).transpose())
     }
 }
 

@@ -15,7 +15,6 @@
 //! - a pure reshape whose output type equals its input type is removed (its input forwarded;
 //!   a graph output keeps its name, see [`qcc_ir::Graph::rebuild`]).
 
-use super::eliminate_dead_code::remove_dead_code;
 use crate::{Pass, PassError};
 use qcc_ir::{Graph, GraphError, Node, Op, Rebuilder, ValueDef, ValueId};
 
@@ -34,30 +33,8 @@ impl Pass for FoldShapeChains {
         {
             return Ok(false);
         }
-        let mut simplified = 0usize;
-        let new = graph
-            .rebuild(|r, node| match simplify(r, node)? {
-                Some(values) => {
-                    simplified += 1;
-                    Ok(values)
-                }
-                None => r.copy_node(node),
-            })
-            .map_err(|source| PassError::Graph {
-                pass: self.name(),
-                source,
-            })?;
-        if simplified == 0 {
-            return Ok(false);
-        }
-        *graph = new;
-        // The inner reshapes of collapsed chains were copied before their reader was
-        // rewritten; those nothing else reads are dead now.
-        remove_dead_code(graph).map_err(|source| PassError::Graph {
-            pass: self.name(),
-            source,
-        })?;
-        Ok(true)
+        // The inner reshapes of collapsed chains are removed when nothing else reads them.
+        super::rewrite_nodes(graph, self.name(), simplify)
     }
 }
 

@@ -17,7 +17,38 @@ pub use fold_constants::FoldConstants;
 pub use fold_shape_chains::FoldShapeChains;
 pub use remove_identities::RemoveIdentities;
 
-use crate::PassManager;
+use crate::{PassError, PassManager};
+use qcc_ir::{Graph, GraphError, Node, Rebuilder, ValueId};
+
+/// The shared shape of a rewriting canonical pass: rebuild `graph`, letting `rewrite` replace
+/// a node (`Some(values)`) or keep it (`None`). Only when some node was replaced is the new
+/// graph kept, and what the replacements left unread is removed at once; returns whether
+/// anything changed.
+pub(crate) fn rewrite_nodes(
+    graph: &mut Graph,
+    pass: &'static str,
+    mut rewrite: impl FnMut(&mut Rebuilder, &Node) -> Result<Option<Vec<ValueId>>, GraphError>,
+) -> Result<bool, PassError> {
+    let err = |source| PassError::Graph { pass, source };
+    let mut replaced = 0usize;
+    let new = graph
+        .rebuild(|r, node| match rewrite(r, node)? {
+            Some(values) => {
+                replaced += 1;
+                Ok(values)
+            }
+            None => r.copy_node(node),
+        })
+        .map_err(err)?;
+    if replaced == 0 {
+        // Every candidate was dead or could not be rewritten: the graph stays as it was
+        // (removing dead code is another pass's job and report).
+        return Ok(false);
+    }
+    *graph = new;
+    eliminate_dead_code::remove_dead_code(graph).map_err(err)?;
+    Ok(true)
+}
 
 /// The canonical passes in pipeline order, by name.
 ///
