@@ -481,3 +481,22 @@ impl Kernel for GemmKernel {
 #[cfg(test)]
 #[path = "gemm_tests.rs"]
 mod tests;
+
+/// Lowers Gemm, FusedGemm or MatMul whose B is a constant: input 0 is A (`a_dims`, rank 2 for
+/// Gemm; MatMul's leading dims are rows), output 0 is Y; `c` is Gemm's constant C with its
+/// dims. STUB: being written.
+pub fn lower_gemm(
+    arch: Arch,
+    attrs: &qcc_ir::GemmAttrs,
+    a_dims: &[usize],
+    b: &[f32],
+    b_dims: &[usize],
+    c: Option<(&[f32], &[usize])>,
+    activation: Option<Activation>,
+) -> Result<super::node::NodeLowering, KernelError> {
+    let _ = (arch, attrs, a_dims, b, b_dims, c, activation);
+    Err(KernelError::Unsupported {
+        kernel: "Gemm".to_string(),
+        reason: "not implemented yet".to_string(),
+    })
+}

@@ -1,11 +1,18 @@
 //! Lowering of graph nodes to Cranelift IR, one module per kernel family.
 //!
-//! [`kernel`] holds the interface every kernel implements; the families build on it.
+//! [`kernel`] holds the interface every kernel implements; [`node`] what lowering one node
+//! yields (kernel calls with symbolic arguments); the families build on both.
 
+pub mod conv;
+pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
 pub mod kernel;
+pub mod layout;
+pub mod lrn;
+pub mod node;
 pub mod pool;
+pub mod softmax;
 pub mod vmath;
 
 #[cfg(test)]
@@ -15,3 +22,4 @@ pub use elementwise::{ActivationKernel, BinaryKernel, BroadcastKind, BroadcastPl
 pub use kernel::{
     Accumulator, Kernel, KernelContext, KernelError, KernelParam, KernelSpec, ParamKind, Tile,
 };
+pub use node::{Arg, ConvGeometry, Epilogue, KernelCall, NodeLowering};
