@@ -14,6 +14,7 @@
 
 pub mod emit;
 pub mod lower;
+pub mod model;
 pub mod plan;
 pub mod target;
 

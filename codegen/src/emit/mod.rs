@@ -48,11 +48,25 @@ pub fn kernel_context<M: Module>(module: &M, target: &Target) -> KernelContext {
     }
 }
 
-/// Declares `kernel` as an exported function of `module` and defines it from its CLIF body.
+/// Declares `kernel` as an exported function of `module` under its spec's name and defines
+/// it from its CLIF body.
 pub fn define_kernel<M: Module>(
     module: &mut M,
     context: &KernelContext,
     kernel: &dyn Kernel,
+) -> Result<FuncId, EmitError> {
+    let symbol = kernel.spec().name.clone();
+    define_kernel_with_linkage(module, context, kernel, Linkage::Export, &symbol)
+}
+
+/// As [`define_kernel`], with the symbol's linkage and name chosen by the caller (a model's
+/// kernels are local symbols prefixed with the model name, so two models link together).
+pub fn define_kernel_with_linkage<M: Module>(
+    module: &mut M,
+    context: &KernelContext,
+    kernel: &dyn Kernel,
+    linkage: Linkage,
+    symbol: &str,
 ) -> Result<FuncId, EmitError> {
     let spec = kernel.spec();
     let module_error = |e: cranelift_module::ModuleError| EmitError::Module {
@@ -61,7 +75,7 @@ pub fn define_kernel<M: Module>(
     };
     let signature = spec.signature(module.isa());
     let id = module
-        .declare_function(&spec.name, Linkage::Export, &signature)
+        .declare_function(symbol, linkage, &signature)
         .map_err(module_error)?;
 
     let mut function_context = module.make_context();

@@ -24,6 +24,8 @@ pub enum Arg {
     /// The node's scratch buffer of [`NodeLowering::scratch_bytes`] (64-byte aligned, contents
     /// undefined on entry, dead after the node).
     Scratch { offset: usize },
+    /// Table `index` of [`NodeLowering::tables`] (`const size_t *`, in the weight section).
+    Table { index: usize },
     /// A `size_t` value.
     Size(usize),
 }
@@ -42,7 +44,9 @@ impl Arg {
     /// Whether the argument may stand for a parameter of kind `kind`.
     pub fn fits(&self, kind: ParamKind) -> bool {
         match self {
-            Arg::Input { .. } | Arg::Packed { .. } => kind == ParamKind::ConstPtr,
+            Arg::Input { .. } | Arg::Packed { .. } | Arg::Table { .. } => {
+                kind == ParamKind::ConstPtr
+            }
             Arg::Output { .. } | Arg::Scratch { .. } => {
                 matches!(kind, ParamKind::MutPtr | ParamKind::ConstPtr)
             }
@@ -52,6 +56,7 @@ impl Arg {
 }
 
 /// One call of a kernel. `args` matches the kernel's [`super::KernelSpec::params`] one to one.
+#[derive(Clone)]
 pub struct KernelCall {
     pub kernel: std::sync::Arc<dyn Kernel + Send + Sync>,
     pub args: Vec<Arg>,
@@ -86,6 +91,8 @@ pub struct NodeLowering {
     pub calls: Vec<KernelCall>,
     /// Constant data made at compile time (pre-packed weights, folded biases), as f32.
     pub packed: Vec<Vec<f32>>,
+    /// Constant `size_t` tables (e.g. loop descriptors), addressed by [`Arg::Table`].
+    pub tables: Vec<Vec<usize>>,
     /// Bytes of scratch the calls need (0 for none).
     pub scratch_bytes: usize,
     /// The kernel choice for people, e.g. `im2col 3x3/s2 + gemm 3x12`: shown per layer by
