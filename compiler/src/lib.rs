@@ -6,6 +6,8 @@
 //! `--after-passes` both first run the `qcc_passes` pipeline ([`driver::optimize`]).
 
 pub mod dot;
+pub mod bench;
+pub mod compile;
 pub mod driver;
 pub mod inspect;
 pub mod npy;

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qcc::driver::{self, DriverError, InputSource};
-use qcc::{inspect, npy, onnx, zoo};
+use qcc::{bench, compile, inspect, npy, onnx, zoo};
 use qcc_ir::Graph;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,8 +50,8 @@ enum Command {
         inputs: Vec<String>,
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
-        /// Run the reference interpreter. It is the only engine until compiled targets land,
-        /// so this is currently the default too.
+        /// Run the reference interpreter even when --target is given (the default without
+        /// --target).
         #[arg(long)]
         reference: bool,
         /// Seed for random inputs.
@@ -63,10 +63,56 @@ enum Command {
         /// Run the optimized graph (the standard pass pipeline applied first).
         #[arg(long)]
         after_passes: bool,
-        /// The target whose cost model the optimizer uses (see `qcc targets`). Compiled
-        /// execution on targets comes with the back end; until then the graph is interpreted.
+        /// Compile for TARGET and run the compiled code in process (JIT; the target must run
+        /// on this machine, e.g. native-fp32). See `qcc targets`.
         #[arg(long, value_name = "TARGET")]
         target: Option<String>,
+    },
+    /// Compile a model into DIR/NAME.o (ELF, position independent, weights inside) and
+    /// DIR/NAME.h (the C API: NAME_run, NAME_workspace_size, shapes).
+    Compile {
+        model: PathBuf,
+        /// See `qcc targets`.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Prefix of the C symbols and file names (default: the model file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Binds a symbolic batch dimension.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Print compile times, the memory plan and each layer's kernel to stdout.
+        #[arg(long)]
+        report: bool,
+    },
+    /// Compile for a target that runs here and measure latency (p50/p90/p99) and throughput.
+    Bench {
+        model: PathBuf,
+        #[arg(long, value_name = "TARGET", default_value = "native-fp32")]
+        target: String,
+        /// Binds a symbolic batch dimension.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Threads running the model concurrently, each with its own workspace.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Measured runs per thread.
+        #[arg(long, conflicts_with = "seconds")]
+        iterations: Option<usize>,
+        /// Measure for this many seconds (default 5 when --iterations is not given).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Unmeasured runs per thread first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Print the result as JSON on stdout (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Print compile times and each layer's kernel to stderr first.
+        #[arg(long)]
+        report: bool,
     },
     /// Print per-node op, shapes, parameters and FLOPs, with totals.
     Inspect {
@@ -154,34 +200,132 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             model,
             inputs,
             output_dir,
-            reference: _,
+            reference,
             seed,
             batch,
             after_passes,
             target,
         } => {
             let target = target.as_deref().map(driver::parse_target).transpose()?;
-            let mut g = driver::load_model(&model, batch)?;
-            if after_passes {
-                let opts = driver::pipeline_options(target.as_ref());
-                let reports = driver::optimize(&mut g, &opts, None, None)?;
-                eprintln!("cost model: {}", opts.egraph.cost_model.name);
-                eprint!("{}", inspect::format_pass_report(&reports));
-            }
             let files = driver::parse_input_specs(&inputs)?;
-            let prepared = driver::prepare_inputs(&g, &files, seed)?;
-            for (name, t, source) in &prepared {
-                if let InputSource::Random { seed } = source {
-                    eprintln!("input '{name}': no --input given, using seeded random data {} (seed {seed})", t.ty());
+            let outputs = match target {
+                Some(target) if !reference => {
+                    let name = default_name(&model);
+                    let mut lowered = compile::lower_model(&model, &target, batch, &name)?;
+                    let jit = compile::JitModel::new(&mut lowered)?;
+                    eprintln!("{} ({})", lowered.times.summary(), target.name());
+                    let prepared = driver::prepare_inputs(&lowered.graph, &files, seed)?;
+                    report_random_inputs(&prepared);
+                    let tensors: Vec<&qcc_ir::Tensor> =
+                        prepared.iter().map(|(_, t, _)| t).collect();
+                    jit.run(&tensors)?
                 }
-            }
-            let outputs = driver::run_reference(&g, &prepared)?;
+                target => {
+                    let mut g = driver::load_model(&model, batch)?;
+                    if after_passes {
+                        let opts = driver::pipeline_options(target.as_ref());
+                        let reports = driver::optimize(&mut g, &opts, None, None)?;
+                        eprintln!("cost model: {}", opts.egraph.cost_model.name);
+                        eprint!("{}", inspect::format_pass_report(&reports));
+                    }
+                    let prepared = driver::prepare_inputs(&g, &files, seed)?;
+                    report_random_inputs(&prepared);
+                    driver::run_reference(&g, &prepared)?
+                }
+            };
             std::fs::create_dir_all(&output_dir)
                 .map_err(|e| DriverError::Other(format!("{}: {e}", output_dir.display())))?;
             for (name, t) in outputs {
                 let path = output_dir.join(npy::file_name_for(&name));
                 npy::write(&path, &t)?;
                 eprintln!("output '{name}': {} -> {}", t.ty(), path.display());
+            }
+            Ok(())
+        }
+        Command::Compile {
+            model,
+            target,
+            output,
+            name,
+            batch,
+            report,
+        } => {
+            let target = driver::parse_target(&target)?;
+            let name = match name {
+                Some(n) if qcc_codegen::model::is_c_identifier(&n) => n,
+                Some(n) => {
+                    return Err(DriverError::Other(format!(
+                        "--name {n:?} is not a C identifier (letters, digits, _; not starting \
+                         with a digit)"
+                    )))
+                }
+                None => default_name(&model),
+            };
+            let mut lowered = compile::lower_model(&model, &target, batch, &name)?;
+            let files = compile::write_object(&mut lowered, &model, &output)?;
+            if report {
+                print!("{}", compile::report(&lowered));
+            } else {
+                eprintln!("{}", lowered.times.summary());
+            }
+            eprintln!(
+                "wrote {} and {} ({}, workspace {} bytes)",
+                files.object.display(),
+                files.header.display(),
+                target.name(),
+                lowered.model.program.workspace_bytes
+            );
+            Ok(())
+        }
+        Command::Bench {
+            model,
+            target,
+            batch,
+            threads,
+            iterations,
+            seconds,
+            warmup,
+            json,
+            report,
+        } => {
+            let target = driver::parse_target(&target)?;
+            let mut lowered = compile::lower_model(&model, &target, batch, &default_name(&model))?;
+            let jit = compile::JitModel::new(&mut lowered)?;
+            if report {
+                eprint!("{}", compile::report(&lowered));
+            }
+            let prepared = driver::prepare_inputs(&lowered.graph, &[], 0)?;
+            let tensors: Vec<&qcc_ir::Tensor> = prepared.iter().map(|(_, t, _)| t).collect();
+            let buffers = jit.input_buffers(&tensors)?;
+            let stop = match (iterations, seconds) {
+                (Some(n), _) => bench::StopAfter::Iterations(n.max(1)),
+                (None, Some(s)) => bench::StopAfter::Seconds(s),
+                (None, None) => bench::StopAfter::Seconds(5.0),
+            };
+            let result = bench::bench(
+                &jit,
+                &buffers,
+                &bench::BenchOptions {
+                    threads,
+                    stop,
+                    warmup,
+                    batch,
+                },
+            )?;
+            if json {
+                let mut value = result.to_json();
+                value["model"] = serde_json::json!(model.display().to_string());
+                value["target"] = serde_json::json!(target.name());
+                value["compile_ms"] = serde_json::json!(lowered.times.total().as_secs_f64() * 1e3);
+                println!("{value}");
+            } else {
+                println!(
+                    "{} on {} ({})",
+                    model.display(),
+                    target.name(),
+                    lowered.times.summary()
+                );
+                println!("{}", result.summary());
             }
             Ok(())
         }
@@ -204,6 +348,26 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                 println!("{:24} features: {}", "", t.features);
             }
             Ok(())
+        }
+    }
+}
+
+/// The symbol prefix for a model file: its stem as a C identifier.
+fn default_name(model: &Path) -> String {
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".to_string());
+    qcc_codegen::model::c_identifier(&stem)
+}
+
+fn report_random_inputs(prepared: &[(String, qcc_ir::Tensor, InputSource)]) {
+    for (name, t, source) in prepared {
+        if let InputSource::Random { seed } = source {
+            eprintln!(
+                "input '{name}': no --input given, using seeded random data {} (seed {seed})",
+                t.ty()
+            );
         }
     }
 }

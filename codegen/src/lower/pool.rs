@@ -672,7 +672,7 @@ impl Kernel for GlobalPoolKernel {
 /// A pooling node lowered to a kernel and the size arguments it is called with after the
 /// `x` and `y` pointers.
 pub struct PoolLowering {
-    pub kernel: Box<dyn Kernel>,
+    pub kernel: std::sync::Arc<dyn Kernel + Send + Sync>,
     pub sizes: Vec<usize>,
     pub output_dims: Vec<usize>,
 }
@@ -685,7 +685,7 @@ pub fn lower_pool(arch: Arch, op: &Op, input_dims: &[usize]) -> Result<PoolLower
         let kernel = WindowPoolKernel::new(arch, kind, attrs, input_dims)?;
         Ok(PoolLowering {
             output_dims: kernel.output_dims().to_vec(),
-            kernel: Box::new(kernel),
+            kernel: std::sync::Arc::new(kernel),
             sizes: vec![planes],
         })
     };
@@ -699,7 +699,7 @@ pub fn lower_pool(arch: Arch, op: &Op, input_dims: &[usize]) -> Result<PoolLower
         let mut output_dims = input_dims[..2].to_vec();
         output_dims.resize(input_dims.len(), 1);
         Ok(PoolLowering {
-            kernel: Box::new(GlobalPoolKernel::new(arch, max)),
+            kernel: std::sync::Arc::new(GlobalPoolKernel::new(arch, max)),
             sizes: vec![planes, input_dims[2..].iter().product()],
             output_dims,
         })

@@ -350,6 +350,17 @@ impl Target {
         self.features.contains(feature)
     }
 
+    /// Whether code for this target runs on this machine: same arch, and every feature the
+    /// target assumes is one the host has (so `x86_64-fp32` runs on an AVX-512 host).
+    pub fn runs_on_host(&self) -> bool {
+        match host_features() {
+            Ok((arch, host)) => {
+                arch == self.arch() && self.features.iter().all(|f| host.contains(f))
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether the target is the host, detected by `cranelift_native`.
     pub fn is_native(&self) -> bool {
         self.native

@@ -1,0 +1,148 @@
+//! `qcc bench`: latency percentiles and throughput of a compiled model, run in process.
+//!
+//! With `threads = K`, K threads each run the model on their own workspace and output
+//! buffers, back to back, sharing the code and weights (the generated code is reentrant);
+//! every run's latency goes into one distribution and throughput counts samples (runs ×
+//! batch) over the wall time of the measured phase.
+
+use std::time::{Duration, Instant};
+
+use crate::compile::JitModel;
+use crate::driver::DriverError;
+use qcc_codegen::model::AlignedBuffer;
+
+/// When to stop measuring.
+#[derive(Clone, Copy, Debug)]
+pub enum StopAfter {
+    /// Runs per thread.
+    Iterations(usize),
+    /// Wall time of the measured phase.
+    Seconds(f64),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    pub threads: usize,
+    pub stop: StopAfter,
+    /// Unmeasured runs per thread first (page faults, caches, frequency).
+    pub warmup: usize,
+    /// Samples per run (the model's batch), for throughput.
+    pub batch: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    /// Every measured run's latency, sorted.
+    pub latencies: Vec<Duration>,
+    pub wall: Duration,
+    pub threads: usize,
+    pub batch: usize,
+}
+
+impl BenchResult {
+    /// The `p`-th percentile (nearest rank), `p` in 0..=100.
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+
+    /// Samples per second over the measured phase.
+    pub fn throughput(&self) -> f64 {
+        (self.latencies.len() * self.batch) as f64 / self.wall.as_secs_f64().max(1e-12)
+    }
+
+    pub fn summary(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "runs: {} ({} thread(s), batch {})\nlatency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  min {:.3}  max {:.3}\nthroughput: {:.1} samples/s",
+            self.latencies.len(),
+            self.threads,
+            self.batch,
+            ms(self.percentile(50.0)),
+            ms(self.percentile(90.0)),
+            ms(self.percentile(99.0)),
+            ms(self.latencies.first().copied().unwrap_or_default()),
+            ms(self.latencies.last().copied().unwrap_or_default()),
+            self.throughput()
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        serde_json::json!({
+            "runs": self.latencies.len(),
+            "threads": self.threads,
+            "batch": self.batch,
+            "p50_ms": ms(self.percentile(50.0)),
+            "p90_ms": ms(self.percentile(90.0)),
+            "p99_ms": ms(self.percentile(99.0)),
+            "min_ms": ms(self.latencies.first().copied().unwrap_or_default()),
+            "throughput_per_s": self.throughput(),
+        })
+    }
+}
+
+/// Runs `model` on `inputs` as `options` say.
+pub fn bench(
+    model: &JitModel,
+    inputs: &[AlignedBuffer],
+    options: &BenchOptions,
+) -> Result<BenchResult, DriverError> {
+    if options.threads == 0 {
+        return Err(DriverError::Other("--threads must be at least 1".into()));
+    }
+    let one_thread = |start_gate: &std::sync::Barrier| -> Result<Vec<Duration>, DriverError> {
+        let mut outputs = model.output_buffers();
+        let mut workspace = model.workspace();
+        for _ in 0..options.warmup {
+            model.run_buffers(inputs, &mut outputs, &mut workspace)?;
+        }
+        start_gate.wait();
+        let begin = Instant::now();
+        let mut latencies = Vec::new();
+        loop {
+            let done = match options.stop {
+                StopAfter::Iterations(n) => latencies.len() >= n,
+                StopAfter::Seconds(s) => {
+                    begin.elapsed().as_secs_f64() >= s && !latencies.is_empty()
+                }
+            };
+            if done {
+                return Ok(latencies);
+            }
+            let t = Instant::now();
+            model.run_buffers(inputs, &mut outputs, &mut workspace)?;
+            latencies.push(t.elapsed());
+        }
+    };
+    let gate = std::sync::Barrier::new(options.threads + 1);
+    let (per_thread, wall) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..options.threads)
+            .map(|_| scope.spawn(|| one_thread(&gate)))
+            .collect();
+        gate.wait();
+        let begin = Instant::now();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| DriverError::Other("a benchmark thread panicked".into()))
+            })
+            .collect();
+        (results, begin.elapsed())
+    });
+    let mut latencies = Vec::new();
+    for result in per_thread {
+        latencies.extend(result??);
+    }
+    latencies.sort();
+    Ok(BenchResult {
+        latencies,
+        wall,
+        threads: options.threads,
+        batch: options.batch,
+    })
+}
