@@ -65,17 +65,25 @@ pub fn lower_model(
     batch: usize,
     name: &str,
 ) -> Result<Lowered, DriverError> {
-    let mut times = CompileTimes::default();
     let start = Instant::now();
-    let mut graph = driver::load_model(path, batch)?;
-    times.import = start.elapsed();
+    let graph = driver::load_model(path, batch)?;
+    let import = start.elapsed();
+    let mut lowered = lower_graph(graph, target, name)
+        .map_err(|e| DriverError::Other(format!("{}: {e}", path.display())))?;
+    lowered.times.import = import;
+    Ok(lowered)
+}
+
+/// As [`lower_model`] for a graph already in memory (every dim bound).
+pub fn lower_graph(mut graph: Graph, target: &Target, name: &str) -> Result<Lowered, DriverError> {
+    let mut times = CompileTimes::default();
     let start = Instant::now();
     let options = driver::pipeline_options(Some(target));
     driver::optimize(&mut graph, &options, None, None)?;
     times.passes = start.elapsed();
     let start = Instant::now();
-    let model = model::lower_graph(&graph, target, name)
-        .map_err(|e| DriverError::Other(format!("{}: {e}", path.display())))?;
+    let model =
+        model::lower_graph(&graph, target, name).map_err(|e| DriverError::Other(e.to_string()))?;
     times.lower = start.elapsed();
     for note in model.fallbacks() {
         eprintln!("qcc: warning: {note}");
@@ -83,7 +91,7 @@ pub fn lower_model(
     Ok(Lowered {
         graph,
         model,
-        target: target.clone(),
+        target: *target,
         times,
     })
 }

@@ -195,15 +195,15 @@ impl Drop for JitProgram {
     }
 }
 
-/// JIT-compiles one node's lowering and runs it on `inputs` (node inputs, by index), with
-/// outputs of `output_lens` f32 elements pre-filled with NaN so unwritten elements show.
-/// The kernel families' tests use it against the reference interpreter.
-pub fn run_node(
+/// JIT-compiles one node's lowering as a program whose inputs and outputs are the node's
+/// (`inputs` and `outputs` buffers, by index) and whose workspace is the node's scratch.
+/// Benchmarks of single kernels use it; tests use [`run_node`].
+pub fn compile_node(
     target: &Target,
     lowering: &NodeLowering,
-    inputs: &[&[f32]],
-    output_lens: &[usize],
-) -> Result<Vec<Vec<f32>>, EmitError> {
+    inputs: usize,
+    outputs: usize,
+) -> Result<JitProgram, EmitError> {
     let mut weights = WeightBlob::default();
     let pointer_bytes = 8;
     let packed: Vec<Place> = lowering
@@ -216,13 +216,10 @@ pub fn run_node(
         .iter()
         .map(|t| Place::new(Base::Weights, weights.push_sizes(t, pointer_bytes)))
         .collect();
-    let calls = lowering.calls.clone();
     let step = Step {
-        calls,
-        inputs: (0..inputs.len())
-            .map(|i| Place::new(Base::Input(i), 0))
-            .collect(),
-        outputs: (0..output_lens.len())
+        calls: lowering.calls.clone(),
+        inputs: (0..inputs).map(|i| Place::new(Base::Input(i), 0)).collect(),
+        outputs: (0..outputs)
             .map(|i| Place::new(Base::Output(i), 0))
             .collect(),
         packed,
@@ -231,13 +228,25 @@ pub fn run_node(
     };
     let program = Program {
         name: "node".to_string(),
-        num_inputs: inputs.len(),
-        num_outputs: output_lens.len(),
+        num_inputs: inputs,
+        num_outputs: outputs,
         steps: vec![step],
         weights: weights.bytes,
         workspace_bytes: lowering.scratch_bytes,
     };
-    let jit = JitProgram::new(target, &IsaOptions::default(), &program)?;
+    JitProgram::new(target, &IsaOptions::default(), &program)
+}
+
+/// JIT-compiles one node's lowering and runs it on `inputs` (node inputs, by index), with
+/// outputs of `output_lens` f32 elements pre-filled with NaN so unwritten elements show.
+/// The kernel families' tests use it against the reference interpreter.
+pub fn run_node(
+    target: &Target,
+    lowering: &NodeLowering,
+    inputs: &[&[f32]],
+    output_lens: &[usize],
+) -> Result<Vec<Vec<f32>>, EmitError> {
+    let jit = compile_node(target, lowering, inputs.len(), output_lens.len())?;
     let input_buffers: Vec<AlignedBuffer> = inputs
         .iter()
         .map(|x| {

@@ -1,0 +1,293 @@
+//! `qcc compile` end to end: the object file and header link into the C example
+//! (examples/c) with the system's gcc, as a PIE executable and into a shared library, and the
+//! executable's output is bit-identical to the same target run in process (JIT).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn qcc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qcc"))
+        .args(args)
+        .output()
+        .expect("qcc runs")
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qcc-c-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn example_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/c/main.c")
+}
+
+fn gcc(args: &[&str]) -> Output {
+    Command::new("gcc").args(args).output().expect("gcc runs")
+}
+
+/// Writes the zoo model `name` and a seeded random input for it; returns (model, input).
+fn model_and_input(dir: &Path, zoo: &str) -> (PathBuf, PathBuf, String) {
+    let model = dir.join(format!("{zoo}.onnx"));
+    ok(qcc(&["zoo", zoo, "-o", s(&model)]), "qcc zoo");
+    let g = qcc::driver::load_model(&model, 1).unwrap();
+    let input = g.input_values()[0];
+    let value = g.value(input);
+    let mut rng = qcc::rng::SeededRng::new(21);
+    let tensor = qcc::driver::random_tensor(&value.ty, &mut rng);
+    let path = dir.join("input.npy");
+    qcc::npy::write(&path, &tensor).unwrap();
+    (model, path, value.name.clone())
+}
+
+fn compiled_c_program_matches_jit_bit_for_bit(zoo: &str) {
+    let dir = temp_dir(zoo);
+    let (model, input, input_name) = model_and_input(&dir, zoo);
+    let out_dir = dir.join("out");
+    let report = ok(
+        qcc(&[
+            "compile",
+            s(&model),
+            "--target",
+            "x86_64-fp32",
+            "-o",
+            s(&out_dir),
+            "--name",
+            "net",
+            "--report",
+        ]),
+        "qcc compile",
+    );
+    let report = String::from_utf8_lossy(&report.stdout);
+    for expected in [
+        "workspace:",
+        "arena",
+        "weights:",
+        "fallbacks: none",
+        "memory plan",
+    ] {
+        assert!(
+            report.contains(expected),
+            "report lacks {expected:?}:\n{report}"
+        );
+    }
+    let object = out_dir.join("net.o");
+    let header = out_dir.join("net.h");
+    let bytes = std::fs::read(&object).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF object");
+    assert_eq!(
+        u16::from_le_bytes([bytes[16], bytes[17]]),
+        1,
+        "not relocatable (ET_REL)"
+    );
+    let header_text = std::fs::read_to_string(&header).unwrap();
+    assert!(header_text.contains(
+        "int net_run(const void *const *inputs, void *const *outputs, void *workspace);"
+    ));
+    assert!(header_text.contains("size_t net_workspace_size(void);"));
+
+    // A PIE executable (gcc's default here) and a shared library: both need PIC code.
+    let app = dir.join("app");
+    ok(
+        gcc(&[
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-DMODEL=net",
+            "-include",
+            s(&header),
+            s(&example_source()),
+            s(&object),
+            "-o",
+            s(&app),
+        ]),
+        "gcc app",
+    );
+    ok(
+        gcc(&["-shared", "-o", s(&dir.join("libnet.so")), s(&object)]),
+        "gcc -shared",
+    );
+
+    let c_output = dir.join("c_output.npy");
+    ok(
+        Command::new(&app)
+            .args([s(&input), s(&c_output)])
+            .output()
+            .unwrap(),
+        "the C example",
+    );
+    let jit_dir = dir.join("jit");
+    ok(
+        qcc(&[
+            "run",
+            s(&model),
+            "--target",
+            "x86_64-fp32",
+            "--input",
+            &format!("{input_name}={}", s(&input)),
+            "--output-dir",
+            s(&jit_dir),
+        ]),
+        "qcc run --target",
+    );
+    let jit_file = std::fs::read_dir(&jit_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let from_c = qcc::npy::read(&c_output).unwrap();
+    let from_jit = qcc::npy::read(&jit_file).unwrap();
+    assert_eq!(from_c.ty(), from_jit.ty());
+    assert_eq!(
+        from_c.to_le_bytes(),
+        from_jit.to_le_bytes(),
+        "C and JIT outputs differ"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tiny_cnn_c_program_matches_jit_bit_for_bit() {
+    compiled_c_program_matches_jit_bit_for_bit("tiny-cnn");
+}
+
+#[test]
+fn mobilenetv2_c_program_matches_jit_bit_for_bit() {
+    compiled_c_program_matches_jit_bit_for_bit("mobilenetv2");
+}
+
+#[test]
+fn two_models_link_into_one_program() {
+    let dir = temp_dir("two");
+    let (model, _, _) = model_and_input(&dir, "tiny-cnn");
+    for name in ["first", "second"] {
+        ok(
+            qcc(&[
+                "compile",
+                s(&model),
+                "--target",
+                "x86_64-fp32",
+                "-o",
+                s(&dir),
+                "--name",
+                name,
+            ]),
+            "qcc compile",
+        );
+    }
+    // Kernels and weights are local symbols: only NAME_run and NAME_workspace_size clash-free
+    // exports remain, so both objects link into one shared library.
+    ok(
+        gcc(&[
+            "-shared",
+            "-o",
+            s(&dir.join("libboth.so")),
+            s(&dir.join("first.o")),
+            s(&dir.join("second.o")),
+        ]),
+        "linking two models",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn aarch64_objects_are_aarch64_elf() {
+    let dir = temp_dir("arm");
+    let (model, _, _) = model_and_input(&dir, "tiny-cnn");
+    ok(
+        qcc(&[
+            "compile",
+            s(&model),
+            "--target",
+            "aarch64-fp32",
+            "-o",
+            s(&dir),
+            "--name",
+            "arm",
+        ]),
+        "qcc compile aarch64",
+    );
+    let bytes = std::fs::read(dir.join("arm.o")).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([bytes[18], bytes[19]]),
+        183,
+        "e_machine is not EM_AARCH64"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_names_and_foreign_targets_are_clear_errors() {
+    let dir = temp_dir("errors");
+    let (model, _, _) = model_and_input(&dir, "tiny-cnn");
+    let out = qcc(&[
+        "compile",
+        s(&model),
+        "--target",
+        "x86_64-fp32",
+        "-o",
+        s(&dir),
+        "--name",
+        "1net",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a C identifier"));
+    let out = qcc(&[
+        "run",
+        s(&model),
+        "--target",
+        "aarch64-fp32",
+        "--output-dir",
+        s(&dir),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not run on this machine"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_prints_percentiles_as_json() {
+    let dir = temp_dir("bench");
+    let (model, _, _) = model_and_input(&dir, "tiny-cnn");
+    let out = ok(
+        qcc(&[
+            "bench",
+            s(&model),
+            "--iterations",
+            "5",
+            "--threads",
+            "2",
+            "--json",
+        ]),
+        "qcc bench",
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(value["runs"], 10, "{value}");
+    assert_eq!(value["threads"], 2);
+    let p50 = value["p50_ms"].as_f64().unwrap();
+    let p99 = value["p99_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 >= p50, "{value}");
+    assert!(value["throughput_per_s"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
