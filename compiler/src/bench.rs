@@ -146,3 +146,121 @@ pub fn bench(
         batch: options.batch,
     })
 }
+
+/// The median time of one layer run alone.
+#[derive(Clone, Debug)]
+pub struct LayerTime {
+    pub index: usize,
+    pub node: String,
+    pub op: String,
+    pub kernel: String,
+    pub macs: usize,
+    pub median: Duration,
+}
+
+impl LayerTime {
+    /// 2·MACs per second, in GFLOP/s.
+    pub fn gflops(&self) -> f64 {
+        2.0 * self.macs as f64 / self.median.as_secs_f64().max(1e-12) / 1e9
+    }
+}
+
+/// Times every layer alone (`repeats` runs each, after one full warm-up run), in execution
+/// order. Each layer reads what the previous layers of the warm-up run left in the
+/// workspace, so it sees real data. `model` must come from [`JitModel::with_layer_entries`].
+pub fn profile_layers(
+    model: &JitModel,
+    layers: &[qcc_codegen::model::LayerChoice],
+    inputs: &[AlignedBuffer],
+    repeats: usize,
+) -> Result<Vec<LayerTime>, DriverError> {
+    let steps = model.program.step_count();
+    if steps < layers.len() {
+        return Err(DriverError::Other(
+            "the model was not compiled with one entry per layer".into(),
+        ));
+    }
+    let mut outputs = model.output_buffers();
+    let mut workspace = model.workspace();
+    model.run_buffers(inputs, &mut outputs, &mut workspace)?;
+    let input_refs: Vec<&AlignedBuffer> = inputs.iter().collect();
+    let mut times = Vec::with_capacity(layers.len());
+    for (index, layer) in layers.iter().enumerate() {
+        let mut samples = Vec::with_capacity(repeats.max(1));
+        for _ in 0..repeats.max(1) {
+            let mut output_refs: Vec<&mut AlignedBuffer> = outputs.iter_mut().collect();
+            let t = Instant::now();
+            model
+                .program
+                .run_step(index, &input_refs, &mut output_refs, &mut workspace)
+                .map_err(|e| DriverError::Other(e.to_string()))?;
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        times.push(LayerTime {
+            index,
+            node: layer.node.clone(),
+            op: layer.op.clone(),
+            kernel: layer.kernel.clone(),
+            macs: layer.macs,
+            median: samples[samples.len() / 2],
+        });
+    }
+    Ok(times)
+}
+
+/// The `top` slowest layers as a table, with their share of the summed layer time.
+pub fn format_layer_profile(times: &[LayerTime], top: usize) -> String {
+    use std::fmt::Write as _;
+    let total: f64 = times.iter().map(|t| t.median.as_secs_f64()).sum();
+    let mut sorted: Vec<&LayerTime> = times.iter().collect();
+    sorted.sort_by(|a, b| b.median.cmp(&a.median));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "layers: {} (sum of medians {:.3} ms); the {} slowest:",
+        times.len(),
+        total * 1e3,
+        top.min(times.len())
+    );
+    let _ = writeln!(
+        out,
+        "  {:>4}  {:<28} {:<18} {:>9} {:>6} {:>9} {:>8}  kernel",
+        "#", "node", "op", "ms", "share", "MMAC", "GFLOP/s"
+    );
+    for t in sorted.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<28} {:<18} {:>9.3} {:>5.1}% {:>9.1} {:>8.1}  {}",
+            t.index,
+            t.node,
+            t.op,
+            t.median.as_secs_f64() * 1e3,
+            100.0 * t.median.as_secs_f64() / total.max(1e-12),
+            t.macs as f64 / 1e6,
+            t.gflops(),
+            t.kernel
+        );
+    }
+    out
+}
+
+/// The profile as JSON (every layer, in execution order).
+pub fn layer_profile_json(times: &[LayerTime]) -> serde_json::Value {
+    serde_json::Value::Array(
+        times
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "index": t.index,
+                    "node": t.node,
+                    "op": t.op,
+                    "kernel": t.kernel,
+                    "macs": t.macs,
+                    "median_ms": t.median.as_secs_f64() * 1e3,
+                    "gflops": t.gflops(),
+                })
+            })
+            .collect(),
+    )
+}

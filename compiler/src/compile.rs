@@ -106,6 +106,15 @@ pub struct JitModel {
 impl JitModel {
     /// Compiles `lowered` into executable memory; `lowered.times.codegen` is set.
     pub fn new(lowered: &mut Lowered) -> Result<JitModel, DriverError> {
+        JitModel::build(lowered, false)
+    }
+
+    /// As [`JitModel::new`], with one entry per layer too, for [`crate::bench::profile_layers`].
+    pub fn with_layer_entries(lowered: &mut Lowered) -> Result<JitModel, DriverError> {
+        JitModel::build(lowered, true)
+    }
+
+    fn build(lowered: &mut Lowered, per_step: bool) -> Result<JitModel, DriverError> {
         if !lowered.target.runs_on_host() {
             return Err(DriverError::Other(format!(
                 "target {} does not run on this machine; use `qcc compile` for it, or a \
@@ -114,7 +123,12 @@ impl JitModel {
             )));
         }
         let start = Instant::now();
-        let program = JitProgram::new(&lowered.target, &isa_options(), &lowered.model.program)
+        let build = if per_step {
+            JitProgram::with_steps
+        } else {
+            JitProgram::new
+        };
+        let program = build(&lowered.target, &isa_options(), &lowered.model.program)
             .map_err(|e| DriverError::Other(e.to_string()))?;
         lowered.times.codegen = start.elapsed();
         Ok(JitModel {

@@ -5,9 +5,9 @@
 //! interpreter (`qcc_ir::eval`); `qcc inspect` reports on it with [`inspect`] and draws it with [`dot`]; with
 //! `--after-passes` both first run the `qcc_passes` pipeline ([`driver::optimize`]).
 
-pub mod dot;
 pub mod bench;
 pub mod compile;
+pub mod dot;
 pub mod driver;
 pub mod inspect;
 pub mod npy;

@@ -113,6 +113,14 @@ enum Command {
         /// Print compile times and each layer's kernel to stderr first.
         #[arg(long)]
         report: bool,
+        /// Also time every layer alone (median of --layer-repeats runs) and print the
+        /// slowest --top layers with their GFLOP/s (all layers with --json, as "layers").
+        #[arg(long)]
+        layers: bool,
+        #[arg(long, default_value_t = 20)]
+        layer_repeats: usize,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
     /// Print per-node op, shapes, parameters and FLOPs, with totals.
     Inspect {
@@ -287,10 +295,17 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             warmup,
             json,
             report,
+            layers,
+            layer_repeats,
+            top,
         } => {
             let target = driver::parse_target(&target)?;
             let mut lowered = compile::lower_model(&model, &target, batch, &default_name(&model))?;
-            let jit = compile::JitModel::new(&mut lowered)?;
+            let jit = if layers {
+                compile::JitModel::with_layer_entries(&mut lowered)?
+            } else {
+                compile::JitModel::new(&mut lowered)?
+            };
             if report {
                 eprint!("{}", compile::report(&lowered));
             }
@@ -312,8 +327,21 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                     batch,
                 },
             )?;
+            let profile = if layers {
+                Some(bench::profile_layers(
+                    &jit,
+                    &lowered.model.layers,
+                    &buffers,
+                    layer_repeats,
+                )?)
+            } else {
+                None
+            };
             if json {
                 let mut value = result.to_json();
+                if let Some(profile) = &profile {
+                    value["layers"] = bench::layer_profile_json(profile);
+                }
                 value["model"] = serde_json::json!(model.display().to_string());
                 value["target"] = serde_json::json!(target.name());
                 value["compile_ms"] = serde_json::json!(lowered.times.total().as_secs_f64() * 1e3);
@@ -326,6 +354,9 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                     lowered.times.summary()
                 );
                 println!("{}", result.summary());
+                if let Some(profile) = &profile {
+                    print!("{}", bench::format_layer_profile(profile, top));
+                }
             }
             Ok(())
         }

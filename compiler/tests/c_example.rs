@@ -289,5 +289,29 @@ fn bench_prints_percentiles_as_json() {
     let p99 = value["p99_ms"].as_f64().unwrap();
     assert!(p50 > 0.0 && p99 >= p50, "{value}");
     assert!(value["throughput_per_s"].as_f64().unwrap() > 0.0);
+
+    // Per-layer profile: one entry per layer, each timed, convolutions with MACs.
+    let out = ok(
+        qcc(&[
+            "bench",
+            s(&model),
+            "--iterations",
+            "2",
+            "--layers",
+            "--layer-repeats",
+            "3",
+            "--json",
+        ]),
+        "qcc bench --layers",
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let layers = value["layers"].as_array().expect("layers");
+    assert!(layers.len() >= 8, "{value}");
+    assert!(layers
+        .iter()
+        .all(|l| l["median_ms"].as_f64().unwrap() >= 0.0));
+    assert!(layers
+        .iter()
+        .any(|l| l["macs"].as_u64().unwrap() > 0 && l["gflops"].as_f64().unwrap() > 0.0));
     let _ = std::fs::remove_dir_all(&dir);
 }

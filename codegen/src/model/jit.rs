@@ -93,6 +93,8 @@ impl Drop for AlignedBuffer {
 pub struct JitProgram {
     module: Option<JITModule>,
     run: RunFn,
+    /// Per-step entries, when compiled for profiling.
+    steps: Vec<RunFn>,
     workspace_bytes: usize,
     num_inputs: usize,
     num_outputs: usize,
@@ -110,13 +112,31 @@ impl JitProgram {
         options: &IsaOptions,
         program: &Program,
     ) -> Result<JitProgram, EmitError> {
+        JitProgram::build(target, options, program, false)
+    }
+
+    /// As [`JitProgram::new`], with an entry per step as well ([`JitProgram::run_step`]).
+    pub fn with_steps(
+        target: &Target,
+        options: &IsaOptions,
+        program: &Program,
+    ) -> Result<JitProgram, EmitError> {
+        JitProgram::build(target, options, program, true)
+    }
+
+    fn build(
+        target: &Target,
+        options: &IsaOptions,
+        program: &Program,
+        per_step: bool,
+    ) -> Result<JitProgram, EmitError> {
         let isa = target.isa_with(&IsaOptions {
             emission: Emission::Jit,
             ..*options
         })?;
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let context = kernel_context(&module, target);
-        let ids = define_program(&mut module, &context, program)?;
+        let ids = define_program(&mut module, &context, program, per_step)?;
         module
             .finalize_definitions()
             .map_err(|e| EmitError::Module {
@@ -127,9 +147,19 @@ impl JitProgram {
         // SAFETY: `code` is the entry of the function `define_program` built with exactly
         // this C signature; it stays mapped until `module` is freed in `drop`.
         let run = unsafe { std::mem::transmute::<*const u8, RunFn>(code) };
+        let steps = ids
+            .steps
+            .iter()
+            .map(|&id| {
+                let code = module.get_finalized_function(id);
+                // SAFETY: as above; every step entry has the run signature.
+                unsafe { std::mem::transmute::<*const u8, RunFn>(code) }
+            })
+            .collect();
         Ok(JitProgram {
             module: Some(module),
             run,
+            steps,
             workspace_bytes: program.workspace_bytes,
             num_inputs: program.num_inputs,
             num_outputs: program.num_outputs,
@@ -140,10 +170,41 @@ impl JitProgram {
         self.workspace_bytes
     }
 
+    /// Steps with their own entry (0 unless built by [`JitProgram::with_steps`]).
+    pub fn step_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Runs step `index` alone on the same buffers as [`JitProgram::run`]: running every step
+    /// in order is one run. For timing layers.
+    pub fn run_step(
+        &self,
+        index: usize,
+        inputs: &[&AlignedBuffer],
+        outputs: &mut [&mut AlignedBuffer],
+        workspace: &mut AlignedBuffer,
+    ) -> Result<(), EmitError> {
+        let entry = *self.steps.get(index).ok_or_else(|| EmitError::Module {
+            kernel: "run_step".to_string(),
+            message: format!("no step {index} (the program has {})", self.steps.len()),
+        })?;
+        self.call(entry, inputs, outputs, workspace)
+    }
+
     /// Runs once. Every buffer must be 64-byte aligned and as large as the compiled model's
     /// tensors (the caller's contract, as in C); the counts are checked.
     pub fn run(
         &self,
+        inputs: &[&AlignedBuffer],
+        outputs: &mut [&mut AlignedBuffer],
+        workspace: &mut AlignedBuffer,
+    ) -> Result<(), EmitError> {
+        self.call(self.run, inputs, outputs, workspace)
+    }
+
+    fn call(
+        &self,
+        entry: RunFn,
         inputs: &[&AlignedBuffer],
         outputs: &mut [&mut AlignedBuffer],
         workspace: &mut AlignedBuffer,
@@ -173,7 +234,7 @@ impl JitProgram {
         // SAFETY: pointer arrays of the right length, buffers alive for the call, the
         // workspace large enough; tensor sizes are the caller's contract.
         let status = unsafe {
-            (self.run)(
+            entry(
                 input_pointers.as_ptr(),
                 output_pointers.as_ptr(),
                 workspace.as_mut_ptr(),

@@ -31,7 +31,7 @@ pub fn object_program(
     .map_err(|e| object_error(format!("{e:?}")))?;
     let mut module = ObjectModule::new(builder);
     let context = kernel_context(&module, target);
-    define_program(&mut module, &context, program)?;
+    define_program(&mut module, &context, program, false)?;
     module
         .finish()
         .emit()

@@ -19,7 +19,7 @@ use cranelift_codegen::ir::{
     types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_module::{DataDescription, FuncId, Linkage, Module};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 
 use crate::emit::{define_kernel_with_linkage, EmitError};
 use crate::lower::{Arg, KernelCall, KernelContext};
@@ -107,14 +107,18 @@ impl WeightBlob {
 pub struct ProgramIds {
     pub run: FuncId,
     pub workspace_size: FuncId,
+    /// With `per_step`: one entry per step (same signature as `run`), for layer profiling.
+    pub steps: Vec<FuncId>,
 }
 
 /// Defines every kernel the program calls (local symbols, each once), the weight blob and
-/// the two exported entry functions in `module`.
+/// the two exported entry functions in `module`; with `per_step`, also one local entry per
+/// step (`NAME_step_I`, same signature as `NAME_run`) so a profiler can time layers alone.
 pub fn define_program<M: Module>(
     module: &mut M,
     context: &KernelContext,
     program: &Program,
+    per_step: bool,
 ) -> Result<ProgramIds, EmitError> {
     let module_error = |what: &str, e: cranelift_module::ModuleError| EmitError::Module {
         kernel: format!("{}{what}", program.name),
@@ -193,16 +197,58 @@ pub fn define_program<M: Module>(
     }
 
     // int NAME_run(const void *const *inputs, void *const *outputs, void *workspace)
-    let mut run_signature = Signature::new(call_conv);
+    let all: Vec<&Step> = program.steps.iter().collect();
+    let run = define_entry(
+        module,
+        program,
+        &format!("{}_run", program.name),
+        Linkage::Export,
+        &all,
+        weights_id,
+        &kernels,
+    )?;
+    let mut steps = Vec::new();
+    if per_step {
+        for (i, step) in program.steps.iter().enumerate() {
+            steps.push(define_entry(
+                module,
+                program,
+                &format!("{}_step_{i}", program.name),
+                Linkage::Local,
+                &[step],
+                weights_id,
+                &kernels,
+            )?);
+        }
+    }
+    Ok(ProgramIds {
+        run,
+        workspace_size,
+        steps,
+    })
+}
+
+/// Defines a function with the signature of `NAME_run` that performs `steps`.
+fn define_entry<M: Module>(
+    module: &mut M,
+    program: &Program,
+    symbol: &str,
+    linkage: Linkage,
+    steps: &[&Step],
+    weights_id: DataId,
+    kernels: &HashMap<String, FuncId>,
+) -> Result<FuncId, EmitError> {
+    let module_error = |e: cranelift_module::ModuleError| EmitError::Module {
+        kernel: symbol.to_string(),
+        message: format!("{e:?}"),
+    };
+    let pointer = module.target_config().pointer_type();
+    let mut run_signature = Signature::new(module.isa().default_call_conv());
     run_signature.params.extend([AbiParam::new(pointer); 3]);
     run_signature.returns.push(AbiParam::new(types::I32));
     let run = module
-        .declare_function(
-            &format!("{}_run", program.name),
-            Linkage::Export,
-            &run_signature,
-        )
-        .map_err(|e| module_error("_run", e))?;
+        .declare_function(symbol, linkage, &run_signature)
+        .map_err(module_error)?;
     let mut function =
         Function::with_name_signature(UserFuncName::user(1, run.as_u32()), run_signature);
     let mut builder_context = FunctionBuilderContext::new();
@@ -225,13 +271,21 @@ pub fn define_program<M: Module>(
     let weights_gv = module.declare_data_in_func(weights_id, b.func);
     let weights = b.ins().symbol_value(pointer, weights_gv);
     let mut func_refs = HashMap::new();
-    for (name, id) in &kernels {
-        func_refs.insert(name.clone(), module.declare_func_in_func(*id, b.func));
+    for step in steps {
+        for call in &step.calls {
+            let name = &call.kernel.spec().name;
+            if !func_refs.contains_key(name) {
+                let id = *kernels.get(name).ok_or_else(|| EmitError::UnknownKernel {
+                    kernel: name.clone(),
+                })?;
+                func_refs.insert(name.clone(), module.declare_func_in_func(id, b.func));
+            }
+        }
     }
 
     let base_value = |base: Base| -> Result<Value, EmitError> {
         let missing = || EmitError::Module {
-            kernel: format!("{}_run", program.name),
+            kernel: symbol.to_string(),
             message: format!("{base:?} does not exist"),
         };
         Ok(match base {
@@ -241,7 +295,7 @@ pub fn define_program<M: Module>(
             Base::Workspace => workspace,
         })
     };
-    for (s, step) in program.steps.iter().enumerate() {
+    for (s, step) in steps.iter().enumerate() {
         for call in &step.calls {
             let spec = call.kernel.spec();
             let mut args = Vec::with_capacity(call.args.len());
@@ -288,9 +342,6 @@ pub fn define_program<M: Module>(
     ctx.func = function;
     module
         .define_function(run, &mut ctx)
-        .map_err(|e| module_error("_run", e))?;
-    Ok(ProgramIds {
-        run,
-        workspace_size,
-    })
+        .map_err(module_error)?;
+    Ok(run)
 }
