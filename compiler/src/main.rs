@@ -50,6 +50,9 @@ enum Command {
         inputs: Vec<String>,
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
+        /// Also write the inputs used (given or random) as DIR/<input name>.npy.
+        #[arg(long, value_name = "DIR")]
+        save_inputs: Option<PathBuf>,
         /// Run the reference interpreter even when --target is given (the default without
         /// --target).
         #[arg(long)]
@@ -208,6 +211,7 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             model,
             inputs,
             output_dir,
+            save_inputs,
             reference,
             seed,
             batch,
@@ -224,6 +228,7 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                     eprintln!("{} ({})", lowered.times.summary(), target.name());
                     let prepared = driver::prepare_inputs(&lowered.graph, &files, seed)?;
                     report_random_inputs(&prepared);
+                    save_input_files(save_inputs.as_deref(), &prepared)?;
                     let tensors: Vec<&qcc_ir::Tensor> =
                         prepared.iter().map(|(_, t, _)| t).collect();
                     jit.run(&tensors)?
@@ -238,6 +243,7 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                     }
                     let prepared = driver::prepare_inputs(&g, &files, seed)?;
                     report_random_inputs(&prepared);
+                    save_input_files(save_inputs.as_deref(), &prepared)?;
                     driver::run_reference(&g, &prepared)?
                 }
             };
@@ -390,6 +396,19 @@ fn default_name(model: &Path) -> String {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".to_string());
     qcc_codegen::model::c_identifier(&stem)
+}
+
+fn save_input_files(
+    dir: Option<&Path>,
+    prepared: &[(String, qcc_ir::Tensor, InputSource)],
+) -> Result<(), DriverError> {
+    let Some(dir) = dir else { return Ok(()) };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| DriverError::Other(format!("{}: {e}", dir.display())))?;
+    for (name, t, _) in prepared {
+        npy::write(&dir.join(npy::file_name_for(name)), t)?;
+    }
+    Ok(())
 }
 
 fn report_random_inputs(prepared: &[(String, qcc_ir::Tensor, InputSource)]) {
