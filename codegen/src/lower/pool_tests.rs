@@ -164,7 +164,10 @@ fn window_pools_match_the_interpreter_bit_for_bit() {
         .iter()
         .map(|(op, x)| lower_pool(arch, op, x.dims()).expect("pool lowers"))
         .collect();
-    let kernels: Vec<&dyn Kernel> = lowerings.iter().map(|l| l.kernel.as_ref()).collect();
+    let kernels: Vec<&dyn Kernel> = lowerings
+        .iter()
+        .map(|l| l.kernel.as_ref() as &dyn Kernel)
+        .collect();
     let compiled = jit(&kernels);
     for ((op, x), lowering) in cases.iter().zip(&lowerings) {
         let want = reference(op, x);
@@ -209,7 +212,10 @@ fn window_pools_with_same_padding_and_all_padding_windows() {
         .iter()
         .map(|(op, x)| lower_pool(arch, op, x.dims()).expect("pool lowers"))
         .collect();
-    let kernels: Vec<&dyn Kernel> = lowerings.iter().map(|l| l.kernel.as_ref()).collect();
+    let kernels: Vec<&dyn Kernel> = lowerings
+        .iter()
+        .map(|l| l.kernel.as_ref() as &dyn Kernel)
+        .collect();
     let compiled = jit(&kernels);
     for ((op, x), lowering) in cases.iter().zip(&lowerings) {
         let got = run(&compiled, lowering, x);
@@ -238,7 +244,10 @@ fn global_pools_match_the_interpreter() {
         .collect();
     let max = lower_pool(arch, &Op::GlobalMaxPool, &shapes[0]).expect("lowers");
     let avg = lower_pool(arch, &Op::GlobalAveragePool, &shapes[0]).expect("lowers");
-    let compiled = jit(&[max.kernel.as_ref(), avg.kernel.as_ref()]);
+    let compiled = jit(&[
+        max.kernel.as_ref() as &dyn Kernel,
+        avg.kernel.as_ref() as &dyn Kernel,
+    ]);
     for dims in &shapes {
         let x = rng.tensor(dims);
         let max = lower_pool(arch, &Op::GlobalMaxPool, dims).expect("lowers");
@@ -363,7 +372,10 @@ fn kernels_build_into_an_aarch64_object() {
     for op in [Op::GlobalMaxPool, Op::GlobalAveragePool] {
         lowerings.push(lower_pool(arch, &op, &[1, 8, 7, 7]).expect("lowers"));
     }
-    let kernels: Vec<&dyn Kernel> = lowerings.iter().map(|l| l.kernel.as_ref()).collect();
+    let kernels: Vec<&dyn Kernel> = lowerings
+        .iter()
+        .map(|l| l.kernel.as_ref() as &dyn Kernel)
+        .collect();
     let bytes = object_kernels(&target, "pool", &kernels).expect("object builds");
     assert_eq!(&bytes[..4], b"\x7fELF");
     assert_eq!(bytes[18], 183, "e_machine is EM_AARCH64");

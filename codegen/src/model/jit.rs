@@ -5,7 +5,7 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
 
-use super::program::{define_program, Base, Place, Program, Step, WeightBlob};
+use super::program::{define_program, Base, Place, Program, ProgramOptions, Step, WeightBlob};
 use crate::emit::{kernel_context, EmitError};
 use crate::lower::NodeLowering;
 use crate::plan::ALIGNMENT;
@@ -136,7 +136,11 @@ impl JitProgram {
         })?;
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let context = kernel_context(&module, target);
-        let ids = define_program(&mut module, &context, program, per_step)?;
+        let options = ProgramOptions {
+            per_step_entries: per_step,
+            far_references: true,
+        };
+        let ids = define_program(&mut module, &context, program, options)?;
         module
             .finalize_definitions()
             .map_err(|e| EmitError::Module {

@@ -11,7 +11,9 @@ pub use header::{c_header, c_identifier, is_c_identifier, HeaderInfo, MAX_RANK};
 pub use jit::{compile_node, run_node, AlignedBuffer, JitProgram};
 pub use lower::{lower_graph, IoTensor, LayerChoice, LowerError, LoweredModel};
 pub use object::object_program;
-pub use program::{define_program, Base, Place, Program, ProgramIds, Step, WeightBlob};
+pub use program::{
+    define_program, Base, Place, Program, ProgramIds, ProgramOptions, Step, WeightBlob,
+};
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use cranelift_module::default_libcall_names;
 use cranelift_object::{ObjectBuilder, ObjectModule};
 
-use super::program::{define_program, Program};
+use super::program::{define_program, Program, ProgramOptions};
 use crate::emit::{kernel_context, EmitError};
 use crate::target::{Emission, IsaOptions, Target};
 
@@ -31,7 +31,7 @@ pub fn object_program(
     .map_err(|e| object_error(format!("{e:?}")))?;
     let mut module = ObjectModule::new(builder);
     let context = kernel_context(&module, target);
-    define_program(&mut module, &context, program, false)?;
+    define_program(&mut module, &context, program, ProgramOptions::default())?;
     module
         .finish()
         .emit()

@@ -16,7 +16,8 @@
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::{
-    types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+    types, AbiParam, Function, GlobalValueData, InstBuilder, MemFlagsData, Signature, UserFuncName,
+    Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
@@ -103,6 +104,18 @@ impl WeightBlob {
     }
 }
 
+/// How a program is emitted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgramOptions {
+    /// One more local entry per step (`NAME_step_I`, the signature of `NAME_run`), so a
+    /// profiler can time layers alone.
+    pub per_step_entries: bool,
+    /// Reach the weights and kernels through absolute 64-bit addresses instead of 32-bit
+    /// PC-relative ones: the JIT places code and a large weight blob in separate
+    /// allocations that may lie more than 2 GiB apart. Objects leave this to the linker.
+    pub far_references: bool,
+}
+
 /// Symbols of a program defined in a module.
 pub struct ProgramIds {
     pub run: FuncId,
@@ -113,12 +126,12 @@ pub struct ProgramIds {
 
 /// Defines every kernel the program calls (local symbols, each once), the weight blob and
 /// the two exported entry functions in `module`; with `per_step`, also one local entry per
-/// step (`NAME_step_I`, same signature as `NAME_run`) so a profiler can time layers alone.
+/// step when `options` asks.
 pub fn define_program<M: Module>(
     module: &mut M,
     context: &KernelContext,
     program: &Program,
-    per_step: bool,
+    options: ProgramOptions,
 ) -> Result<ProgramIds, EmitError> {
     let module_error = |what: &str, e: cranelift_module::ModuleError| EmitError::Module {
         kernel: format!("{}{what}", program.name),
@@ -206,9 +219,10 @@ pub fn define_program<M: Module>(
         &all,
         weights_id,
         &kernels,
+        options.far_references,
     )?;
     let mut steps = Vec::new();
-    if per_step {
+    if options.per_step_entries {
         for (i, step) in program.steps.iter().enumerate() {
             steps.push(define_entry(
                 module,
@@ -218,6 +232,7 @@ pub fn define_program<M: Module>(
                 &[step],
                 weights_id,
                 &kernels,
+                options.far_references,
             )?);
         }
     }
@@ -237,6 +252,7 @@ fn define_entry<M: Module>(
     steps: &[&Step],
     weights_id: DataId,
     kernels: &HashMap<String, FuncId>,
+    far_references: bool,
 ) -> Result<FuncId, EmitError> {
     let module_error = |e: cranelift_module::ModuleError| EmitError::Module {
         kernel: symbol.to_string(),
@@ -269,6 +285,11 @@ fn define_entry<M: Module>(
         .map(|i| b.ins().load(pointer, flags, outputs, i as i32 * word))
         .collect();
     let weights_gv = module.declare_data_in_func(weights_id, b.func);
+    if far_references {
+        if let GlobalValueData::Symbol { colocated, .. } = &mut b.func.global_values[weights_gv] {
+            *colocated = false;
+        }
+    }
     let weights = b.ins().symbol_value(pointer, weights_gv);
     let mut func_refs = HashMap::new();
     for step in steps {
@@ -278,7 +299,11 @@ fn define_entry<M: Module>(
                 let id = *kernels.get(name).ok_or_else(|| EmitError::UnknownKernel {
                     kernel: name.clone(),
                 })?;
-                func_refs.insert(name.clone(), module.declare_func_in_func(id, b.func));
+                let callee = module.declare_func_in_func(id, b.func);
+                if far_references {
+                    b.func.dfg.ext_funcs[callee].colocated = false;
+                }
+                func_refs.insert(name.clone(), callee);
             }
         }
     }
