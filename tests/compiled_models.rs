@@ -95,6 +95,56 @@ fn zoo_models_compiled_match_the_interpreter() {
     report(results, "compiled zoo models");
 }
 
+/// The light models' weights are constant fills (every output is a uniform softmax), so a
+/// compiled graph could be wrong and still match. This gives every weight tensor seeded
+/// random values (scaled by fan-in, so activations stay in range; rank-1 parameters such as
+/// biases and batch-norm variances positive) and adds the input of each output Softmax as a
+/// further output, so the comparison sees logits.
+fn with_random_weights(g: Graph) -> Result<Graph, String> {
+    let mut rng = qcc::rng::SeededRng::new(17);
+    let mut random = |dims: &[usize]| -> Tensor {
+        let numel: usize = dims.iter().product();
+        let fan_in = (numel / dims.first().copied().unwrap_or(1).max(1)).max(1) as f64;
+        let data: Vec<f32> = (0..numel)
+            .map(|_| {
+                let u = rng.uniform();
+                if dims.len() == 1 {
+                    (0.5 + u) as f32
+                } else {
+                    ((2.0 * u - 1.0) * (3.0 / fan_in).sqrt()) as f32
+                }
+            })
+            .collect();
+        Tensor::from_f32(dims, data)
+    };
+    let mut extra_outputs = Vec::new();
+    let mut rebuilt = g
+        .rebuild(|r, node| {
+            let output = r.old().value(node.outputs[0]);
+            // The fills: `ConstantOfShape` of a weight's shape.
+            if matches!(node.op, qcc_ir::Op::ConstantOfShape { .. })
+                && output.ty.dtype == qcc_ir::DType::F32
+                && output.ty.dims().iter().product::<usize>() > 1
+            {
+                let name = output.name.clone();
+                let dims = output.ty.dims().to_vec();
+                return Ok(vec![r.new.add_constant(name, random(&dims))?]);
+            }
+            let outputs = r.copy_node(node)?;
+            if matches!(node.op, qcc_ir::Op::Softmax { .. })
+                && r.old().outputs().contains(&node.outputs[0])
+            {
+                extra_outputs.push(r.map(node.inputs[0])?);
+            }
+            Ok(outputs)
+        })
+        .map_err(|e| e.to_string())?;
+    let mut outputs = rebuilt.outputs().to_vec();
+    outputs.extend(extra_outputs);
+    rebuilt.set_outputs(outputs);
+    Ok(rebuilt)
+}
+
 #[test]
 fn light_models_compiled_match_the_interpreter() {
     let dir = common::backend_data().join("light");
@@ -115,6 +165,7 @@ fn light_models_compiled_match_the_interpreter() {
             let name = p.file_stem().unwrap().to_string_lossy().into_owned();
             let g =
                 import_file(p, &ImportOptions::default()).map_err(|e| format!("{name}: {e}"))?;
+            let g = with_random_weights(g).map_err(|e| format!("{name}: {e}"))?;
             check(&name, g)
         })
         .collect();
