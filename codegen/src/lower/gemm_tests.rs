@@ -1,5 +1,6 @@
 //! The GEMM kernel, JIT-compiled for the host, against an f64 reference and the interpreter.
 
+use proptest::prelude::*;
 use qcc_ir::eval::eval_op;
 use qcc_ir::{Activation, GemmAttrs, Op, Tensor};
 
@@ -90,6 +91,10 @@ struct Compiled {
 impl Compiled {
     fn new(tile: Tile, bias: bool, epilogue: Option<Activation>) -> Compiled {
         let kernel = GemmKernel::new(native().arch(), tile, bias, epilogue).expect("valid tile");
+        Compiled::with_kernel(kernel)
+    }
+
+    fn with_kernel(kernel: GemmKernel) -> Compiled {
         let mut jit = JitKernels::new(&native()).expect("JIT module");
         jit.define(&kernel).expect("kernel compiles");
         let kernels = jit.finalize().expect("JIT finalizes");
@@ -204,21 +209,52 @@ fn tiles_that_spill_or_are_not_vector_wide_are_refused() {
     assert!(GemmKernel::new(arch, Tile { rows: 6, cols: 12 }, false, None).is_err());
     assert!(GemmKernel::new(arch, Tile { rows: 0, cols: 8 }, false, None).is_err());
     let kernel = GemmKernel::new(arch, DEFAULT_TILE, true, Some(Activation::Relu)).expect("ok");
-    assert_eq!(kernel.spec().op, "gemm_3x12_bias_relu");
-    assert!(kernel.spec().name.ends_with("_f32x4_gemm_3x12_bias_relu"));
+    assert_eq!(kernel.spec().op, "gemm_3x12_u4_bias_relu");
+    assert!(kernel
+        .spec()
+        .name
+        .ends_with("_f32x4_gemm_3x12_u4_bias_relu"));
+    let epilogue = TileEpilogue {
+        bias: BiasKind::PerRow,
+        residual: false,
+        activation: None,
+    };
+    assert!(
+        GemmKernel::with_epilogue(arch, DEFAULT_TILE, epilogue, 4).is_err(),
+        "Gemm's bias is per column"
+    );
+    let epilogue = TileEpilogue {
+        bias: BiasKind::None,
+        ..epilogue
+    };
+    assert!(GemmKernel::with_epilogue(arch, DEFAULT_TILE, epilogue, 0).is_err());
+    assert!(GemmKernel::with_epilogue(arch, DEFAULT_TILE, epilogue, 9).is_err());
 }
 
-/// Every shape with m, n in 1..=14 and a few k, plus random shapes up to 37, for each tile.
+/// Every shape with m, n in 1..=14 and a few k, plus random shapes up to 37, for each tile
+/// and k unroll (k = 1 and 5 exercise the unrolled loop's remainder).
 #[test]
 fn matches_f64_reference_on_edge_and_random_shapes() {
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
-    for tile in [
-        DEFAULT_TILE,
-        Tile { rows: 4, cols: 8 },
-        Tile { rows: 1, cols: 4 },
+    for (tile, unroll) in [
+        (DEFAULT_TILE, DEFAULT_K_UNROLL),
+        (DEFAULT_TILE, 1),
+        (Tile { rows: 4, cols: 8 }, 3),
+        (Tile { rows: 1, cols: 4 }, 2),
     ] {
         for (bias, epilogue) in [(false, None), (true, Some(Activation::Relu))] {
-            let compiled = Compiled::new(tile, bias, epilogue);
+            let tile_epilogue = TileEpilogue {
+                bias: if bias {
+                    BiasKind::PerColumn
+                } else {
+                    BiasKind::None
+                },
+                residual: false,
+                activation: epilogue,
+            };
+            let kernel = GemmKernel::with_epilogue(native().arch(), tile, tile_epilogue, unroll)
+                .expect("valid tile");
+            let compiled = Compiled::with_kernel(kernel);
             let mut shapes = Vec::new();
             for m in 1..=14 {
                 for n in 1..=14 {
@@ -340,4 +376,264 @@ fn x86_64_kernel_uses_fma_instructions() {
     let code =
         crate::emit::disassemble_kernel(isa.as_ref(), &context, &kernel).expect("kernel compiles");
     assert!(code.contains("vfmadd"), "no vfmadd in\n{code}");
+}
+
+#[test]
+fn pack_a_interleaves_full_row_blocks_and_keeps_the_rest_row_major() {
+    // a is 5 × 2: a[i][kk] = 10·i + kk. MR = 2: rows (0, 1) and (2, 3) interleaved, row 4 as is.
+    let a: Vec<f32> = (0..5)
+        .flat_map(|i| (0..2).map(move |kk| (10 * i + kk) as f32))
+        .collect();
+    let packed = pack_a(&a, 5, 2, 2).expect("packs");
+    let want = [0.0, 10.0, 1.0, 11.0, 20.0, 30.0, 21.0, 31.0, 40.0, 41.0];
+    assert_eq!(packed, want);
+    assert!(pack_a(&a, 4, 2, 2).is_err(), "wrong length is refused");
+    assert!(
+        pack_a(&a, 5, 2, 0).is_err(),
+        "zero rows per panel is refused"
+    );
+}
+
+/// One Gemm/MatMul node for [`lower_gemm`]: A's dims, B (as stored, i.e. `[n, k]` when
+/// `trans_b`), C's dims if any.
+#[derive(Clone, Debug)]
+struct GemmCase {
+    a_dims: Vec<usize>,
+    n: usize,
+    attrs: GemmAttrs,
+    c_dims: Option<Vec<usize>>,
+    activation: Option<Activation>,
+    matmul: bool,
+    seed: u64,
+}
+
+fn max_abs(values: &[f32]) -> f32 {
+    values.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Lowers and runs `case` through `model::run_node` and compares with the interpreter:
+/// `|got − want| ≤ 2e-5·√k·max|A|·max|B|·max(1, |alpha|) + 1e-6·(1 + |beta|·max|C|)`.
+fn check_lowered(case: &GemmCase) {
+    let target = native();
+    let k = *case.a_dims.last().expect("A has dims");
+    let m: usize = case.a_dims[..case.a_dims.len() - 1].iter().product();
+    let n = case.n;
+    let mut random = Random(case.seed | 1);
+    let a = random.vec(m * k);
+    let b = random.vec(k * n);
+    let b_dims = if case.attrs.trans_b { [n, k] } else { [k, n] };
+    let c = case
+        .c_dims
+        .as_ref()
+        .map(|dims| random.vec(dims.iter().product()));
+    let c_arg = c.as_deref().zip(case.c_dims.as_deref());
+    let lowering = lower_gemm(
+        target.arch(),
+        &case.attrs,
+        &case.a_dims,
+        &b,
+        &b_dims,
+        c_arg,
+        case.activation,
+    )
+    .expect("Gemm lowers");
+    let got = crate::model::run_node(&target, &lowering, &[&a, &b], &[m * n])
+        .expect("node runs")
+        .remove(0);
+
+    let mut tensors = vec![
+        Tensor::from_f32(&case.a_dims, a.clone()),
+        Tensor::from_f32(&b_dims, b.clone()),
+    ];
+    if let (Some(c), Some(dims)) = (&c, &case.c_dims) {
+        tensors.push(Tensor::from_f32(dims, c.clone()));
+    }
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    let op = if case.matmul {
+        Op::MatMul
+    } else {
+        Op::FusedGemm {
+            gemm: case.attrs,
+            activation: case.activation,
+        }
+    };
+    let want = eval_op(&op, &refs)
+        .expect("interpreter evaluates")
+        .remove(0);
+    let want: Vec<f32> = want.as_f32().expect("f32").iter().copied().collect();
+    let c_term = c
+        .as_deref()
+        .map_or(0.0, |c| case.attrs.beta.abs() * max_abs(c));
+    let tolerance =
+        2e-5 * (k as f32).sqrt() * max_abs(&a) * max_abs(&b) * case.attrs.alpha.abs().max(1.0)
+            + 1e-6 * (1.0 + c_term);
+    assert_eq!(got.len(), want.len(), "{case:?}");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(!g.is_nan(), "{case:?}: element {i} not written (NaN)");
+        assert!(
+            (g - w).abs() <= tolerance,
+            "{case:?}: element {i}: kernel {g:e}, interpreter {w:e}, bound {tolerance:e}"
+        );
+    }
+}
+
+const GEMM_ACTIVATIONS: [Option<Activation>; 4] = [
+    None,
+    Some(Activation::Relu),
+    Some(Activation::Sigmoid),
+    Some(Activation::Clip { min: 0.0, max: 6.0 }),
+];
+
+fn gemm_case_strategy() -> impl Strategy<Value = GemmCase> {
+    let dims = (1usize..=29, 1usize..=29, 1usize..=29);
+    let scalars = (
+        prop::sample::select(vec![1.0f32, 0.5, -2.0]),
+        prop::sample::select(vec![1.0f32, 0.0, 0.25]),
+        any::<bool>(),
+    );
+    // C: none, scalar, [n], [1, n], [m, 1], [m, n], [1]; or a MatMul with 1-3 leading dims.
+    let form = (0usize..9, 0usize..GEMM_ACTIVATIONS.len(), any::<u64>());
+    (dims, scalars, form).prop_map(|((m, n, k), (alpha, beta, trans_b), (form, act, seed))| {
+        let gemm = |c_dims: Option<Vec<usize>>| GemmCase {
+            a_dims: vec![m, k],
+            n,
+            attrs: GemmAttrs {
+                alpha,
+                beta,
+                trans_a: false,
+                trans_b,
+            },
+            c_dims,
+            activation: GEMM_ACTIVATIONS[act],
+            matmul: false,
+            seed,
+        };
+        let matmul = |a_dims: Vec<usize>| GemmCase {
+            a_dims,
+            attrs: GemmAttrs {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: false,
+            },
+            activation: None,
+            matmul: true,
+            ..gemm(None)
+        };
+        match form {
+            0 => gemm(None),
+            1 => gemm(Some(vec![])),
+            2 => gemm(Some(vec![n])),
+            3 => gemm(Some(vec![1, n])),
+            4 => gemm(Some(vec![m, 1])),
+            5 => gemm(Some(vec![m, n])),
+            6 => gemm(Some(vec![1])),
+            7 => matmul(vec![2, m, k]),
+            _ => matmul(vec![k]),
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Gemm and FusedGemm (alpha, beta, transB, every C broadcast, activations) and MatMul
+    /// with a constant 2-D B (batched and 1-D A), lowered and run, against the interpreter.
+    #[test]
+    fn lowered_gemm_matches_interpreter(case in gemm_case_strategy()) {
+        check_lowered(&case);
+    }
+}
+
+#[test]
+fn lower_gemm_refuses_what_it_does_not_compile() {
+    let arch = native().arch();
+    let attrs = GemmAttrs {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: true,
+        trans_b: false,
+    };
+    let b = vec![0.0; 6];
+    let err = lower_gemm(arch, &attrs, &[2, 3], &b, &[3, 2], None, None);
+    assert!(
+        matches!(err, Err(KernelError::Unsupported { reason, .. }) if reason.contains("transA"))
+    );
+    let attrs = GemmAttrs {
+        trans_a: false,
+        ..attrs
+    };
+    assert!(
+        lower_gemm(arch, &attrs, &[2, 4], &b, &[3, 2], None, None).is_err(),
+        "k differs"
+    );
+    assert!(
+        lower_gemm(arch, &attrs, &[2, 3], &b, &[6], None, None).is_err(),
+        "1-D B"
+    );
+    let c = [1.0, 2.0, 3.0];
+    let bad_c = Some((&c[..], &[3][..]));
+    assert!(
+        lower_gemm(arch, &attrs, &[2, 3], &b, &[3, 2], bad_c, None).is_err(),
+        "C [3]"
+    );
+}
+
+/// Not a timed assertion: prints GFLOP/s of the 256³ product with a bias (the benchmark's
+/// shape) per tile and k unroll at `opt_level=none`. Run with
+/// `cargo test --release -p qcc-codegen gemm_speed_report -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gemm_speed_report() {
+    use crate::target::{IsaOptions, OptLevel};
+    let (m, n, k) = (256usize, 256usize, 256usize);
+    let mut random = Random(3);
+    let (a, b, bias) = (random.vec(m * k), random.vec(k * n), random.vec(n));
+    let mut c = vec![0.0f32; m * n];
+    for (opt_level, unroll) in [
+        (OptLevel::None, 1),
+        (OptLevel::None, 4),
+        (OptLevel::Speed, 4),
+    ] {
+        let epilogue = TileEpilogue {
+            bias: BiasKind::PerColumn,
+            residual: false,
+            activation: None,
+        };
+        let kernel = GemmKernel::with_epilogue(native().arch(), DEFAULT_TILE, epilogue, unroll)
+            .expect("valid tile");
+        let packed = kernel.pack_b(&b, k, n).expect("B packs");
+        let options = IsaOptions {
+            opt_level,
+            ..IsaOptions::default()
+        };
+        let mut jit = JitKernels::with_options(&native(), &options).expect("JIT module");
+        jit.define(&kernel).expect("kernel compiles");
+        let kernels = jit.finalize().expect("JIT finalizes");
+        let f = kernels
+            .get::<BiasFn>(&kernel.spec().name)
+            .expect("signature")
+            .0;
+        let mut best = f64::INFINITY;
+        for _ in 0..50 {
+            let start = std::time::Instant::now();
+            // SAFETY: every buffer has the size the arguments describe.
+            unsafe {
+                f(
+                    a.as_ptr(),
+                    packed.as_ptr(),
+                    bias.as_ptr(),
+                    c.as_mut_ptr(),
+                    m,
+                    n,
+                    k,
+                    k,
+                    n,
+                )
+            };
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        let gflops = 2.0 * (m * n * k) as f64 / best / 1e9;
+        println!("gemm 256^3 {opt_level:?} unroll {unroll}: {gflops:.1} GFLOP/s");
+    }
 }

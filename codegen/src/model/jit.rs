@@ -299,7 +299,12 @@ pub fn compile_node(
         weights: weights.bytes,
         workspace_bytes: lowering.scratch_bytes,
     };
-    JitProgram::new(target, &IsaOptions::default(), &program)
+    // As compiled models: the micro-kernels are scheduled by hand (see qcc::compile).
+    let options = IsaOptions {
+        opt_level: crate::target::OptLevel::None,
+        ..IsaOptions::default()
+    };
+    JitProgram::new(target, &options, &program)
 }
 
 /// JIT-compiles one node's lowering and runs it on `inputs` (node inputs, by index), with
