@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod kernel;
 pub mod layout;
 pub mod lrn;
+pub mod microkernel;
 pub mod node;
 pub mod pool;
 pub mod softmax;
