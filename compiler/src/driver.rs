@@ -35,7 +35,21 @@ pub fn load_model(path: &Path, batch: usize) -> Result<Graph, DriverError> {
         batch,
         ..ImportOptions::default()
     };
-    Ok(import_file(path, &opts)?)
+    let g = import_file(path, &opts)?;
+    // `--batch` binds a symbolic batch dimension; a model without one would silently keep
+    // its own batch (and `qcc bench` would count samples wrongly).
+    let symbolic = g
+        .inputs()
+        .iter()
+        .any(|i| matches!(i.declared.first(), Some(qcc_ir::Dim::Symbolic(_))));
+    if batch != 1 && !symbolic {
+        return Err(DriverError::Other(format!(
+            "{}: --batch {batch} needs an input with a symbolic first dimension; this model's \
+             batch is fixed (e.g. write zoo models with `qcc zoo --dynamic-batch`)",
+            path.display()
+        )));
+    }
+    Ok(g)
 }
 
 /// Pipeline options for a target: the e-graph extracts with the target's cost model

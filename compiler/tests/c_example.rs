@@ -123,12 +123,20 @@ fn compiled_c_program_matches_jit_bit_for_bit(zoo: &str) {
         "gcc -shared",
     );
 
-    let c_output = dir.join("c_output.npy");
+    // One .npy per output, in the model's output order, for the C program and the JIT.
+    let g = qcc::driver::load_model(&model, 1).unwrap();
+    let output_names: Vec<String> = g
+        .outputs()
+        .iter()
+        .map(|&o| g.value(o).name.clone())
+        .collect();
+    let c_outputs: Vec<PathBuf> = (0..output_names.len())
+        .map(|i| dir.join(format!("c_output_{i}.npy")))
+        .collect();
+    let mut app_args = vec![s(&input).to_string()];
+    app_args.extend(c_outputs.iter().map(|p| s(p).to_string()));
     ok(
-        Command::new(&app)
-            .args([s(&input), s(&c_output)])
-            .output()
-            .unwrap(),
+        Command::new(&app).args(&app_args).output().unwrap(),
         "the C example",
     );
     let jit_dir = dir.join("jit");
@@ -145,20 +153,16 @@ fn compiled_c_program_matches_jit_bit_for_bit(zoo: &str) {
         ]),
         "qcc run --target",
     );
-    let jit_file = std::fs::read_dir(&jit_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let from_c = qcc::npy::read(&c_output).unwrap();
-    let from_jit = qcc::npy::read(&jit_file).unwrap();
-    assert_eq!(from_c.ty(), from_jit.ty());
-    assert_eq!(
-        from_c.to_le_bytes(),
-        from_jit.to_le_bytes(),
-        "C and JIT outputs differ"
-    );
+    for (name, c_output) in output_names.iter().zip(&c_outputs) {
+        let from_c = qcc::npy::read(c_output).unwrap();
+        let from_jit = qcc::npy::read(&jit_dir.join(qcc::npy::file_name_for(name))).unwrap();
+        assert_eq!(from_c.ty(), from_jit.ty(), "output {name}");
+        assert_eq!(
+            from_c.to_le_bytes(),
+            from_jit.to_le_bytes(),
+            "output {name}: C and JIT differ"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -440,3 +440,35 @@ fn targets_are_listed_and_select_the_cost_model() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown architecture `riscv`"));
 }
+
+#[test]
+fn batch_needs_a_symbolic_batch_dimension_and_bench_counts_samples() {
+    let d = temp_dir("batch");
+    let fixed = d.join("fixed.onnx");
+    let dynamic = d.join("dynamic.onnx");
+    ok(&["zoo", "tiny-cnn", "-o", s(&fixed)]);
+    ok(&["zoo", "tiny-cnn", "--dynamic-batch", "-o", s(&dynamic)]);
+    let out = qcc(&["bench", s(&fixed), "--batch", "4", "--iterations", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("symbolic first dimension"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ok(&[
+        "bench",
+        s(&dynamic),
+        "--batch",
+        "4",
+        "--iterations",
+        "3",
+        "--json",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(value["batch"], 4);
+    let p50 = value["p50_ms"].as_f64().unwrap();
+    let throughput = value["throughput_per_s"].as_f64().unwrap();
+    // Three runs of 4 samples each: throughput counts samples, about 4 per p50.
+    assert!(throughput > 4.0 * 1e3 / (p50 * 20.0), "{value}");
+    let _ = std::fs::remove_dir_all(&d);
+}
