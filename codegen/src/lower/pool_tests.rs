@@ -386,3 +386,49 @@ fn kernels_build_into_an_aarch64_object() {
         assert!(text.contains(name.as_str()), "symbol {name} in the object");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Random window pools through the path models take (`lower_pool` → a kernel call →
+    /// `run_node`), bit for bit against the interpreter: batch and channels > 1, odd sizes,
+    /// every kernel/stride/dilation/pad in 1..=3 (pads 0..=2) per axis, ceil mode, and all
+    /// three window ops.
+    #[test]
+    fn lowered_window_pools_match_the_interpreter(
+        n in 1usize..=2,
+        c in 1usize..=5,
+        axes in proptest::array::uniform2((1usize..=3, 1usize..=3, 1usize..=3, 0usize..=2, 0usize..=2)),
+        extra in proptest::array::uniform2(0usize..=8),
+        ceil_mode in proptest::bool::ANY,
+        which in 0usize..3,
+        seed in 1u64..u64::MAX,
+    ) {
+        use std::sync::Arc;
+        use crate::lower::{Arg, KernelCall, NodeLowering};
+        // Pads smaller than the window (ONNX requires it for max pooling).
+        let axes = axes.map(|(k, s, d, b, e)| (k, s, d, b.min(k - 1), e.min(k - 1)));
+        let size = |a: (usize, usize, usize, usize, usize), extra: usize| {
+            ((a.0 - 1) * a.2 + 1).saturating_sub(a.3 + a.4).max(1) + extra
+        };
+        let dims = [n, c, size(axes[0], extra[0]), size(axes[1], extra[1])];
+        let op = window_ops(&attrs(axes, ceil_mode))[which].clone();
+        let x = Rng(seed).tensor(&dims);
+        let lowering = lower_pool(native().arch(), &op, &dims).expect("pool lowers");
+        let mut args = vec![Arg::input(0), Arg::output(0)];
+        args.extend(lowering.sizes.iter().map(|&s| Arg::Size(s)));
+        let node = NodeLowering {
+            calls: vec![KernelCall::new(Arc::clone(&lowering.kernel), args).expect("call")],
+            ..NodeLowering::default()
+        };
+        let want = reference(&op, &x);
+        let got = crate::model::run_node(
+            &native(),
+            &node,
+            &[&values(&x)],
+            &[want.dims().iter().product()],
+        )
+        .expect("runs");
+        assert_identical(&got[0], &values(&want), &format!("{op:?} on {dims:?}"));
+    }
+}

@@ -332,13 +332,12 @@ fn macs(graph: &Graph, id: NodeId) -> usize {
         .map_or(0, |g| g.macs()),
         Op::Gemm(_) | Op::FusedGemm { .. } | Op::MatMul => {
             let out: usize = dims(graph, node.outputs[0]).iter().product();
+            // Each output element is a dot product over A's reduction axis.
             let a = dims(graph, node.inputs[0]);
-            let b = dims(graph, node.inputs[1]);
             let k = match &node.op {
-                Op::Gemm(g) | Op::FusedGemm { gemm: g, .. } if g.trans_a => a[0],
+                Op::Gemm(g) | Op::FusedGemm { gemm: g, .. } if g.trans_a => a.first().copied().unwrap_or(0),
                 _ => a.last().copied().unwrap_or(0),
             };
-            let _ = b;
             out * k
         }
         _ => 0,
