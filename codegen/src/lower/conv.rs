@@ -16,9 +16,7 @@
 //! last is a vector copy.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{
-    types, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
-};
+use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::FunctionBuilder;
 
 use super::gemm::{
@@ -26,8 +24,8 @@ use super::gemm::{
     DEFAULT_TILE, LANES,
 };
 use super::kernel::{
-    counted_loop, f32_constant, Accumulator, Kernel, KernelContext, KernelError, KernelParam,
-    KernelSpec, Tile,
+    counted_loop, f32_constant, flags, Accumulator, Kernel, KernelContext, KernelError,
+    KernelParam, KernelSpec, Tile,
 };
 use super::node::{Arg, ConvGeometry, Epilogue, KernelCall, NodeLowering};
 use crate::target::Arch;
@@ -64,10 +62,6 @@ fn walk_geometry(g: &ConvGeometry) -> ConvGeometry {
     } else {
         *g
     }
-}
-
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
 }
 
 /// Per-image, per-group pointers.

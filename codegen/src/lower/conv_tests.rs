@@ -13,27 +13,9 @@ use qcc_ir::{Activation, ConvAttrs, Op, Padding, Tensor};
 
 use super::*;
 use crate::emit::{FinalizedKernels, JitKernels};
+use crate::lower::test_support::{native, Random};
 use crate::model::run_node;
 use crate::target::{IsaOptions, OptLevel, Target};
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
-
-/// Deterministic xorshift values in [-1, 1).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len).map(|_| self.next()).collect()
-    }
-}
 
 /// One convolution to check. `one_d` makes it a 1-D ONNX Conv (the `_h` fields are ignored).
 #[derive(Clone, Debug)]

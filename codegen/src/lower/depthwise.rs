@@ -41,8 +41,8 @@ use qcc_ir::Activation;
 
 use super::elementwise::{activation_name, apply_activation};
 use super::kernel::{
-    counted_loop, f32_constant, Accumulator, Kernel, KernelContext, KernelError, KernelParam,
-    KernelSpec, Tile,
+    counted_loop, f32_constant, flags, Accumulator, Kernel, KernelContext, KernelError,
+    KernelParam, KernelSpec, Tile,
 };
 use super::node::{Arg, ConvGeometry, Epilogue, KernelCall, NodeLowering};
 use super::vmath::FloatOps;
@@ -72,10 +72,6 @@ const MAX_TAPS: usize = 1024;
 const MAX_SCRATCH_BYTES: usize = 1 << 30;
 const F32_BYTES: usize = 4;
 const VECTOR_BYTES: usize = LANES * F32_BYTES;
-
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
-}
 
 /// Loads of memory that does not change while the loads' block runs: the packed weights,
 /// and the scratch plane while its outputs are computed (it is rewritten per plane, but

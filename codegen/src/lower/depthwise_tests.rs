@@ -15,6 +15,7 @@ use qcc_ir::{Activation, ConvAttrs, Op, Padding, Tensor};
 
 use super::{lower_depthwise, DepthwiseKernel, MAX_BLOCK_VECTORS};
 use crate::emit::{disassemble_kernel, JitKernels};
+use crate::lower::test_support::native;
 use crate::lower::vmath::{SIGMOID_MAX_REL_ERROR, TANH_MAX_REL_ERROR};
 use crate::lower::{ConvGeometry, Epilogue, Kernel, KernelContext, KernelError, NodeLowering};
 use crate::model::run_node;
@@ -26,10 +27,6 @@ const RESIDUAL_INPUT: usize = 3;
 const MAX_ACTIVATION_SLOPE: f64 = 1.5;
 /// How far the interpreter's `f32::tanh` / `exp` based results may be from exact: one ulp.
 const LIBM_REL_ERROR: f64 = 1.0 / (1u64 << 23) as f64;
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
 
 /// An x86-64 target without FMA that this host runs (x86-64-v3 minus FMA): every multiply
 /// and add rounds, as in the interpreter. `None` on other hosts (aarch64 always fuses).

@@ -13,12 +13,13 @@
 //! strided fallback for everything else.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 use qcc_ir::{Activation, BinaryOp};
 
 use super::kernel::{
-    counted_loop, f32_address, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+    arity_error, counted_loop, f32_address, flags, Kernel, KernelContext, KernelError, KernelParam,
+    KernelSpec,
 };
 use super::vmath::FloatOps;
 use crate::target::Arch;
@@ -280,11 +281,6 @@ fn apply_binary(b: &mut FunctionBuilder, op: BinaryOp, x: Value, y: Value) -> Va
     }
 }
 
-/// Loads / stores of f32 or f32x4 through a valid, possibly unaligned pointer.
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
-}
-
 /// Runs `element(ops, builder, index)` for `index` in `start..end`: f32x4 steps while four
 /// elements remain, then one element at a time with scalar `ops`.
 fn vector_then_scalar(
@@ -370,17 +366,6 @@ impl Kernel for ActivationKernel {
         });
         b.ins().return_(&[]);
         Ok(())
-    }
-}
-
-fn arity_error(spec: &KernelSpec, params: &[Value]) -> KernelError {
-    KernelError::Unsupported {
-        kernel: spec.name.clone(),
-        reason: format!(
-            "expected {} parameters, got {}",
-            spec.params.len(),
-            params.len()
-        ),
     }
 }
 

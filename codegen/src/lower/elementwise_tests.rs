@@ -8,6 +8,7 @@ use super::elementwise::{ActivationKernel, BinaryKernel, BroadcastKind, Broadcas
 use super::kernel::Kernel;
 use super::vmath::{SIGMOID_MAX_REL_ERROR, TANH_MAX_REL_ERROR};
 use crate::emit::{object_kernels, FinalizedKernels, JitKernels};
+use crate::lower::test_support::{assert_identical, native, values};
 use crate::target::Target;
 
 type UnaryFn = unsafe extern "C" fn(*const f32, *mut f32, usize);
@@ -15,10 +16,6 @@ type BinaryN = unsafe extern "C" fn(*const f32, *const f32, *mut f32, usize);
 type BinaryRow = unsafe extern "C" fn(*const f32, *const f32, *mut f32, usize, usize);
 type BinaryChannel = unsafe extern "C" fn(*const f32, *const f32, *mut f32, usize, usize, usize);
 type BinaryStrided = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const usize);
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
 
 fn jit(kernels: &[&dyn Kernel]) -> FinalizedKernels {
     let mut jit = JitKernels::new(&native()).expect("JIT module");
@@ -28,22 +25,9 @@ fn jit(kernels: &[&dyn Kernel]) -> FinalizedKernels {
     jit.finalize().expect("JIT finalizes")
 }
 
-fn values(t: &Tensor) -> Vec<f32> {
-    t.as_f32().expect("f32 tensor").iter().copied().collect()
-}
-
 fn reference(op: &Op, inputs: &[&Tensor]) -> Tensor {
     let mut outputs = eval_op(op, inputs).expect("interpreter evaluates");
     outputs.remove(0)
-}
-
-/// Bitwise equality, any NaN equal to any NaN (payloads are not specified).
-fn assert_identical(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let same = g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
-        assert!(same, "{what}: element {i}: kernel {g:e}, interpreter {w:e}");
-    }
 }
 
 /// Runs `epilogue(a op b)` through the planned kernel.

@@ -6,6 +6,7 @@ use qcc_ir::{Activation, GemmAttrs, Op, Tensor};
 
 use super::*;
 use crate::emit::{FinalizedKernels, JitKernels, KernelFn};
+use crate::lower::test_support::{native, Random};
 use crate::lower::ParamKind;
 use crate::target::Target;
 
@@ -57,28 +58,6 @@ unsafe impl KernelFn for PlainFn {
     }
     unsafe fn from_code(code: *const u8) -> Self {
         PlainFn(unsafe { std::mem::transmute::<*const u8, GemmFnPlain>(code) })
-    }
-}
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
-
-/// Deterministic xorshift values in [-1, 1).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn below(&mut self, bound: usize) -> usize {
-        ((self.next() + 1.0) * 0.5 * bound as f32) as usize % bound
-    }
-    fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len).map(|_| self.next()).collect()
     }
 }
 

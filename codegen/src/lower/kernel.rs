@@ -220,3 +220,21 @@ pub(crate) fn f32_address(builder: &mut FunctionBuilder, base: Value, index: Val
     let offset = builder.ins().ishl_imm_u(index, 2);
     builder.ins().iadd(base, offset)
 }
+
+/// Flags of the kernels' memory accesses: the model lowering guarantees every address is
+/// inside a buffer of the plan, so no access traps (alignment is not assumed).
+pub(crate) fn flags() -> cranelift_codegen::ir::MemFlagsData {
+    cranelift_codegen::ir::MemFlagsData::new().with_notrap()
+}
+
+/// The error of a kernel body called with the wrong number of parameters.
+pub(crate) fn arity_error(spec: &KernelSpec, params: &[Value]) -> KernelError {
+    KernelError::Unsupported {
+        kernel: spec.name.clone(),
+        reason: format!(
+            "expected {} parameters, got {}",
+            spec.params.len(),
+            params.len()
+        ),
+    }
+}

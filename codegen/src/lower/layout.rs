@@ -19,33 +19,19 @@
 //! output vector is gathered from four strided loads. Copies move bits: bit-exact, NaN
 //! payloads included.
 
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
 use super::elementwise::LANES;
 use super::kernel::{
-    counted_loop, f32_address, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+    arity_error, counted_loop, f32_address, flags, Kernel, KernelContext, KernelError, KernelParam,
+    KernelSpec,
 };
 use super::node::{Arg, KernelCall, NodeLowering};
 use crate::target::Arch;
 
 /// Vectors moved per step of the main copy loop (independent loads before the stores).
 const UNROLL: i64 = 4;
-
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
-}
-
-fn arity_error(spec: &KernelSpec, params: &[Value]) -> KernelError {
-    KernelError::Unsupported {
-        kernel: spec.name.clone(),
-        reason: format!(
-            "expected {} parameters, got {}",
-            spec.params.len(),
-            params.len()
-        ),
-    }
-}
 
 /// Copies `len` contiguous floats from `src` to `dst` (`len` a pointer-sized value).
 fn emit_contiguous_copy(

@@ -6,12 +6,9 @@ use qcc_ir::eval::eval_op;
 use qcc_ir::{Op, Tensor};
 
 use super::{lower_concat, lower_copy, lower_transpose, StridedCopyKernel, TransposePlan};
+use crate::lower::test_support::{native, values};
 use crate::model::run_node;
 use crate::target::Target;
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
 
 /// `n` random bit patterns (any float, NaNs with payloads included) other than the canonical
 /// NaN `run_node` pre-fills outputs with, so an unwritten element can never pass.
@@ -35,10 +32,6 @@ fn random_bits(seed: u64, n: usize) -> Vec<f32> {
 
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.as_f32().expect("f32 tensor").iter().copied().collect()
 }
 
 /// A shape of `rank` dims in 1..=max (some 1s, many not multiples of 4) and a permutation.

@@ -31,7 +31,9 @@ use cranelift_frontend::FunctionBuilder;
 use qcc_ir::LrnAttrs;
 
 use super::elementwise::LANES;
-use super::kernel::{counted_loop, Kernel, KernelContext, KernelError, KernelParam, KernelSpec};
+use super::kernel::{
+    counted_loop, flags, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+};
 use super::node::{Arg, KernelCall, NodeLowering};
 use super::vmath::FloatOps;
 use crate::target::Arch;
@@ -68,10 +70,6 @@ enum Power {
     ThreeQuarters,
     /// Anything else, through exp and ln.
     General(f32),
-}
-
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
 }
 
 /// LRN across channels with baked attributes (see the module docs).

@@ -12,12 +12,8 @@ use qcc_ir::eval::eval_op;
 use qcc_ir::{LrnAttrs, Op, Tensor};
 
 use super::{lower_lrn, lrn_general_max_rel_error, LRN_SQRT_MAX_REL_ERROR};
+use crate::lower::test_support::native;
 use crate::model::run_node;
-use crate::target::Target;
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
 
 /// Runs LRN through the kernel and the interpreter: (kernel, interpreter) outputs.
 fn run_both(attrs: &LrnAttrs, dims: &[usize], x: &[f32]) -> (Vec<f32>, Vec<f32>) {

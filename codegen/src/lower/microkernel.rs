@@ -7,14 +7,12 @@
 //! target-specific micro-kernel (e.g. AVX-512, emitted as machine code) stands in for: its
 //! name spells the tile, A layout, epilogue and `k` unroll.
 
-use cranelift_codegen::ir::{
-    types, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
-};
+use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use qcc_ir::Activation;
 
 use super::elementwise::{activation_name, apply_activation};
-use super::kernel::{counted_loop, f32_address, f32_constant, KernelContext, Tile};
+use super::kernel::{counted_loop, f32_address, f32_constant, flags, KernelContext, Tile};
 use super::vmath::FloatOps;
 
 /// f32 lanes per vector: Cranelift lowers 128-bit vectors only.
@@ -110,10 +108,6 @@ pub(crate) struct PanelOperands {
     pub bias: Option<Value>,
     /// `None` for a full panel; `Some(n)` stores only the first `n < NR` columns.
     pub columns: Option<Value>,
-}
-
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
 }
 
 impl MicroKernel {

@@ -18,6 +18,8 @@ pub mod vmath;
 
 #[cfg(test)]
 mod elementwise_tests;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use elementwise::{ActivationKernel, BinaryKernel, BroadcastKind, BroadcastPlan, Side};
 pub use kernel::{

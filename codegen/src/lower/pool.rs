@@ -37,13 +37,15 @@
 use std::ops::Range;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 use qcc_ir::infer::{pool_output_dims, resolve_pads};
 use qcc_ir::{DType, Op, PoolAttrs, TensorType};
 
 use super::elementwise::LANES;
-use super::kernel::{counted_loop, Kernel, KernelContext, KernelError, KernelParam, KernelSpec};
+use super::kernel::{
+    arity_error, counted_loop, flags, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+};
 use super::vmath::FloatOps;
 use crate::target::Arch;
 
@@ -162,10 +164,6 @@ impl PlaneLayout {
         let offset = b.ins().imul_imm_s(row, self.row_bytes());
         b.ins().iadd(plane, offset)
     }
-}
-
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
 }
 
 /// MaxPool or AveragePool over two spatial axes of an NCHW tensor (see the module docs).
@@ -429,17 +427,6 @@ fn scalar_ops(context: &KernelContext) -> FloatOps {
     FloatOps {
         ty: types::F32,
         fma: context.fma,
-    }
-}
-
-fn arity_error(spec: &KernelSpec, params: &[Value]) -> KernelError {
-    KernelError::Unsupported {
-        kernel: spec.name.clone(),
-        reason: format!(
-            "expected {} parameters, got {}",
-            spec.params.len(),
-            params.len()
-        ),
     }
 }
 

@@ -5,15 +5,12 @@ use qcc_ir::{Op, Padding, PoolAttrs, Tensor};
 
 use super::{lower_pool, GlobalPoolKernel, PoolKind, PoolLowering, WindowPoolKernel};
 use crate::emit::{object_kernels, FinalizedKernels, JitKernels};
+use crate::lower::test_support::{assert_identical, native, values};
 use crate::lower::Kernel;
 use crate::target::Target;
 
 type WindowFn = unsafe extern "C" fn(*const f32, *mut f32, usize);
 type GlobalFn = unsafe extern "C" fn(*const f32, *mut f32, usize, usize);
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
 
 /// A deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);
@@ -47,21 +44,8 @@ impl Rng {
     }
 }
 
-fn values(t: &Tensor) -> Vec<f32> {
-    t.as_f32().expect("f32 tensor").iter().copied().collect()
-}
-
 fn reference(op: &Op, x: &Tensor) -> Tensor {
     eval_op(op, &[x]).expect("interpreter evaluates").remove(0)
-}
-
-/// Bitwise equality, any NaN equal to any NaN (payloads are not specified).
-fn assert_identical(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let same = g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
-        assert!(same, "{what}: element {i}: kernel {g:e}, interpreter {w:e}");
-    }
 }
 
 fn jit(kernels: &[&dyn Kernel]) -> FinalizedKernels {

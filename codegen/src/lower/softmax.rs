@@ -23,12 +23,13 @@
 //! plus [`SOFTMAX_ABS_ERROR`]; measured maxima are in the tests' module comment.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
 use super::elementwise::LANES;
 use super::kernel::{
-    counted_loop, f32_address, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+    arity_error, counted_loop, f32_address, flags, Kernel, KernelContext, KernelError, KernelParam,
+    KernelSpec,
 };
 use super::node::{Arg, KernelCall, NodeLowering};
 use super::vmath::FloatOps;
@@ -49,10 +50,6 @@ pub enum SoftmaxKind {
     Rows,
     /// Rows of stride `inner`: `(x, y, outer, len, inner)`.
     Strided,
-}
-
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
 }
 
 /// A Softmax kernel (see the module docs).
@@ -236,17 +233,6 @@ impl SoftmaxKernel {
             let q = b.ins().fdiv(e, sum);
             b.ins().store(flags(), q, to, 0);
         });
-    }
-}
-
-fn arity_error(spec: &KernelSpec, params: &[Value]) -> KernelError {
-    KernelError::Unsupported {
-        kernel: spec.name.clone(),
-        reason: format!(
-            "expected {} parameters, got {}",
-            spec.params.len(),
-            params.len()
-        ),
     }
 }
 

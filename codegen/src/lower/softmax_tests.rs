@@ -10,12 +10,8 @@ use qcc_ir::eval::eval_op;
 use qcc_ir::{Op, Tensor};
 
 use super::{lower_softmax, SOFTMAX_ABS_ERROR, SOFTMAX_MAX_REL_ERROR};
+use crate::lower::test_support::native;
 use crate::model::run_node;
-use crate::target::Target;
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("the test host is a valid target")
-}
 
 /// Runs Softmax through the kernel and the interpreter: (kernel, interpreter) outputs.
 fn run_both(axis: usize, coerce_2d: bool, dims: &[usize], x: &[f32]) -> (Vec<f32>, Vec<f32>) {

@@ -4,11 +4,8 @@ use qcc_ir::{Activation, BinaryOp};
 
 use super::*;
 use crate::lower::{ActivationKernel, Arg, BinaryKernel, BroadcastPlan, KernelCall, NodeLowering};
-use crate::target::{Arch, Target};
-
-fn native() -> Target {
-    Target::parse("native-fp32").expect("native target")
-}
+use crate::lower::test_support::native;
+use crate::target::Arch;
 
 #[test]
 fn run_node_calls_kernels_in_order_with_resolved_arguments() {
