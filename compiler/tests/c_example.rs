@@ -177,6 +177,30 @@ fn mobilenetv2_c_program_matches_jit_bit_for_bit() {
 }
 
 #[test]
+fn resnet18_c_program_matches_jit_bit_for_bit() {
+    compiled_c_program_matches_jit_bit_for_bit("resnet18");
+}
+
+#[test]
+fn resnet50_c_program_matches_jit_bit_for_bit() {
+    compiled_c_program_matches_jit_bit_for_bit("resnet50");
+}
+
+#[test]
+fn densenet121_c_program_matches_jit_bit_for_bit() {
+    compiled_c_program_matches_jit_bit_for_bit("densenet121");
+}
+
+#[test]
+fn efficientnet_lite0_c_program_matches_jit_bit_for_bit() {
+    compiled_c_program_matches_jit_bit_for_bit("efficientnet-lite0");
+}
+
+// vgg19 is left out here on purpose: its object file is 575 MB (143.7M weights) and it uses
+// no kernel family the models above do not; tests/compiled_models.rs runs it through the JIT,
+// which executes the same program.
+
+#[test]
 fn two_models_link_into_one_program() {
     let dir = temp_dir("two");
     let (model, _, _) = model_and_input(&dir, "tiny-cnn");
