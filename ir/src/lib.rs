@@ -11,6 +11,7 @@ pub mod infer;
 pub mod op;
 pub mod quant;
 pub mod rebuild;
+pub mod requant;
 pub mod tensor;
 pub mod text;
 
