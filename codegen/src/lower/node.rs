@@ -24,6 +24,9 @@ pub enum Arg {
     /// The node's scratch buffer of [`NodeLowering::scratch_bytes`] (64-byte aligned, contents
     /// undefined on entry, dead after the node).
     Scratch { offset: usize },
+    /// Blob `index` of [`NodeLowering::bytes`] (read-only raw bytes, e.g. int8 weights,
+    /// in the weight section, 64-byte aligned).
+    Bytes { index: usize, offset: usize },
     /// Table `index` of [`NodeLowering::tables`] (`const size_t *`, in the weight section).
     Table { index: usize },
     /// A `size_t` value.
@@ -44,7 +47,7 @@ impl Arg {
     /// Whether the argument may stand for a parameter of kind `kind`.
     pub fn fits(&self, kind: ParamKind) -> bool {
         match self {
-            Arg::Input { .. } | Arg::Packed { .. } | Arg::Table { .. } => {
+            Arg::Input { .. } | Arg::Packed { .. } | Arg::Bytes { .. } | Arg::Table { .. } => {
                 kind == ParamKind::ConstPtr
             }
             Arg::Output { .. } | Arg::Scratch { .. } => {
@@ -91,6 +94,9 @@ pub struct NodeLowering {
     pub calls: Vec<KernelCall>,
     /// Constant data made at compile time (pre-packed weights, folded biases), as f32.
     pub packed: Vec<Vec<f32>>,
+    /// Constant raw data made at compile time (int8 weights, i32 biases, requantization
+    /// multipliers), addressed by [`Arg::Bytes`].
+    pub bytes: Vec<Vec<u8>>,
     /// Constant `size_t` tables (e.g. loop descriptors), addressed by [`Arg::Table`].
     pub tables: Vec<Vec<usize>>,
     /// Bytes of scratch the calls need (0 for none).

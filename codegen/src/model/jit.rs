@@ -276,6 +276,11 @@ pub fn compile_node(
         .iter()
         .map(|blob| Place::new(Base::Weights, weights.push_f32(blob)))
         .collect();
+    let bytes: Vec<Place> = lowering
+        .bytes
+        .iter()
+        .map(|blob| Place::new(Base::Weights, weights.push_bytes(blob)))
+        .collect();
     let tables: Vec<Place> = lowering
         .tables
         .iter()
@@ -288,6 +293,7 @@ pub fn compile_node(
             .map(|i| Place::new(Base::Output(i), 0))
             .collect(),
         packed,
+        bytes,
         tables,
         scratch: Place::new(Base::Workspace, 0),
     };
@@ -338,4 +344,39 @@ pub fn run_node(
     let mut output_refs: Vec<&mut AlignedBuffer> = output_buffers.iter_mut().collect();
     jit.run(&input_refs, &mut output_refs, &mut workspace)?;
     Ok(output_buffers.iter().map(AlignedBuffer::read_f32).collect())
+}
+
+/// As [`run_node`] with raw bytes: inputs and outputs of any element type (int8 kernels).
+/// Outputs are pre-filled with `0xA5` so unwritten bytes show.
+pub fn run_node_bytes(
+    target: &Target,
+    lowering: &NodeLowering,
+    inputs: &[&[u8]],
+    output_bytes: &[usize],
+) -> Result<Vec<Vec<u8>>, EmitError> {
+    let jit = compile_node(target, lowering, inputs.len(), output_bytes.len())?;
+    let input_buffers: Vec<AlignedBuffer> = inputs
+        .iter()
+        .map(|x| {
+            let mut buffer = AlignedBuffer::new(x.len());
+            buffer.as_bytes_mut().copy_from_slice(x);
+            buffer
+        })
+        .collect();
+    let mut output_buffers: Vec<AlignedBuffer> = output_bytes
+        .iter()
+        .map(|&n| {
+            let mut buffer = AlignedBuffer::new(n);
+            buffer.as_bytes_mut().fill(0xA5);
+            buffer
+        })
+        .collect();
+    let mut workspace = AlignedBuffer::new(jit.workspace_bytes());
+    let input_refs: Vec<&AlignedBuffer> = input_buffers.iter().collect();
+    let mut output_refs: Vec<&mut AlignedBuffer> = output_buffers.iter_mut().collect();
+    jit.run(&input_refs, &mut output_refs, &mut workspace)?;
+    Ok(output_buffers
+        .iter()
+        .map(|b| b.as_bytes().to_vec())
+        .collect())
 }

@@ -239,6 +239,11 @@ impl Lowering<'_> {
             .iter()
             .map(|blob| Place::new(Base::Weights, self.weights.push_f32(blob)))
             .collect();
+        let bytes = lowering
+            .bytes
+            .iter()
+            .map(|blob| Place::new(Base::Weights, self.weights.push_bytes(blob)))
+            .collect();
         let tables = lowering
             .tables
             .iter()
@@ -254,6 +259,7 @@ impl Lowering<'_> {
             inputs: input_places,
             outputs: output_places,
             packed,
+            bytes,
             tables,
             scratch: Place::new(Base::Workspace, self.scratch_base),
         })
@@ -335,7 +341,9 @@ fn macs(graph: &Graph, id: NodeId) -> usize {
             // Each output element is a dot product over A's reduction axis.
             let a = dims(graph, node.inputs[0]);
             let k = match &node.op {
-                Op::Gemm(g) | Op::FusedGemm { gemm: g, .. } if g.trans_a => a.first().copied().unwrap_or(0),
+                Op::Gemm(g) | Op::FusedGemm { gemm: g, .. } if g.trans_a => {
+                    a.first().copied().unwrap_or(0)
+                }
                 _ => a.last().copied().unwrap_or(0),
             };
             out * k

@@ -8,7 +8,7 @@ mod object;
 mod program;
 
 pub use header::{c_header, c_identifier, is_c_identifier, HeaderInfo, MAX_RANK};
-pub use jit::{compile_node, run_node, AlignedBuffer, JitProgram};
+pub use jit::{compile_node, run_node, run_node_bytes, AlignedBuffer, JitProgram};
 pub use lower::{lower_graph, IoTensor, LayerChoice, LowerError, LoweredModel};
 pub use object::object_program;
 pub use program::{

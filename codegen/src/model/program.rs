@@ -59,6 +59,7 @@ pub struct Step {
     pub inputs: Vec<Place>,
     pub outputs: Vec<Place>,
     pub packed: Vec<Place>,
+    pub bytes: Vec<Place>,
     pub tables: Vec<Place>,
     pub scratch: Place,
 }
@@ -343,6 +344,7 @@ fn define_entry<M: Module>(
                     Arg::Packed { index, offset } => {
                         place(&step.packed, index, offset, "packed blob")?
                     }
+                    Arg::Bytes { index, offset } => place(&step.bytes, index, offset, "byte blob")?,
                     Arg::Table { index } => place(&step.tables, index, 0, "table")?,
                     Arg::Scratch { offset } => {
                         Place::new(step.scratch.base, step.scratch.offset + offset)

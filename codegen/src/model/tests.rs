@@ -3,8 +3,8 @@ use std::sync::Arc;
 use qcc_ir::{Activation, BinaryOp};
 
 use super::*;
-use crate::lower::{ActivationKernel, Arg, BinaryKernel, BroadcastPlan, KernelCall, NodeLowering};
 use crate::lower::test_support::native;
+use crate::lower::{ActivationKernel, Arg, BinaryKernel, BroadcastPlan, KernelCall, NodeLowering};
 use crate::target::Arch;
 
 #[test]
