@@ -9,6 +9,7 @@
 
 pub mod canonical;
 pub mod egraph;
+pub mod quant;
 mod manager;
 #[cfg(test)]
 mod testing;

@@ -7,6 +7,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
+pub mod int8;
 pub mod kernel;
 pub mod layout;
 pub mod lrn;
