@@ -6,6 +6,7 @@
 //! `--after-passes` both first run the `qcc_passes` pipeline ([`driver::optimize`]).
 
 pub mod bench;
+pub mod calibrate;
 pub mod calibration_data;
 pub mod compile;
 pub mod dot;

@@ -125,6 +125,25 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+    /// Collect per-tensor statistics (min/max, histograms; per-channel weight ranges) over
+    /// calibration samples, for int8 quantization. The file stores statistics, not scales.
+    Calibrate {
+        model: PathBuf,
+        /// A float32 .npy whose first axis is the sample, or a directory of .npy files (one
+        /// sample each).
+        #[arg(long, value_name = "PATH", required_unless_present = "synthetic")]
+        data: Option<PathBuf>,
+        /// Use N seeded random inputs instead of data (accuracy claims need real data).
+        #[arg(long, value_name = "N", conflicts_with = "data")]
+        synthetic: Option<usize>,
+        /// Read at most N samples.
+        #[arg(long, value_name = "N")]
+        samples: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Print per-node op, shapes, parameters and FLOPs, with totals.
     Inspect {
         model: PathBuf,
@@ -378,6 +397,41 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             let target = target.as_deref().map(driver::parse_target).transpose()?;
             let opts = driver::pipeline_options(target.as_ref());
             inspect_command(&model, format, batch, after_passes, dump_after, dot, &opts)
+        }
+        Command::Calibrate {
+            model,
+            data,
+            synthetic,
+            samples,
+            seed,
+            output,
+        } => {
+            let source = match (data, synthetic) {
+                (Some(path), _) => qcc::calibration_data::DataSource::Path(path),
+                (None, Some(count)) => {
+                    eprintln!(
+                        "qcc: warning: calibrating on {count} seeded random inputs: the \
+                         statistics say nothing about real data; accuracy claims need --data"
+                    );
+                    qcc::calibration_data::DataSource::Synthetic { count, seed }
+                }
+                (None, None) => unreachable!("clap requires --data or --synthetic"),
+            };
+            let g = driver::load_model(&model, 1)?;
+            let stats = qcc::calibrate::calibrate(&model, &g, &source, samples, true)?;
+            let text = stats
+                .to_json()
+                .map_err(|e| DriverError::Other(e.to_string()))?;
+            std::fs::write(&output, text)
+                .map_err(|e| DriverError::Other(format!("{}: {e}", output.display())))?;
+            eprintln!(
+                "wrote statistics of {} tensors and {} weights over {} samples to {}",
+                stats.tensors.len(),
+                stats.weights.len(),
+                stats.samples,
+                output.display()
+            );
+            Ok(())
         }
         Command::Targets => {
             for t in qcc_codegen::Target::known_targets() {

@@ -472,3 +472,36 @@ fn batch_needs_a_symbolic_batch_dimension_and_bench_counts_samples() {
     assert!(throughput > 4.0 * 1e3 / (p50 * 20.0), "{value}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn calibrate_writes_statistics_of_every_tensor() {
+    let d = temp_dir("calibrate");
+    let model = d.join("tiny.onnx");
+    ok(&["zoo", "tiny-cnn", "-o", s(&model)]);
+    let stats = d.join("stats.json");
+    let out = ok(&["calibrate", s(&model), "--synthetic", "3", "-o", s(&stats)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("accuracy claims need --data"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).expect("valid JSON");
+    assert_eq!(json["format"], "qcc-calibration-stats");
+    assert_eq!(json["samples"], 3);
+    assert_eq!(json["synthetic_inputs"], true);
+    let tensors = json["tensors"].as_object().expect("tensors");
+    assert!(
+        tensors.contains_key("input") && tensors.contains_key("logits"),
+        "{:?}",
+        tensors.keys()
+    );
+    assert!(!json["weights"].as_object().expect("weights").is_empty());
+    // Real data: a stacked .npy of the wrong shape is refused, naming the file.
+    let bad = d.join("bad.npy");
+    qcc::npy::write(
+        &bad,
+        &qcc_ir::Tensor::from_f32(&[2, 3, 3, 3], vec![0.0; 54]),
+    )
+    .unwrap();
+    let out = qcc(&["calibrate", s(&model), "--data", s(&bad), "-o", s(&stats)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.npy"));
+    let _ = std::fs::remove_dir_all(&d);
+}
