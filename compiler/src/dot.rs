@@ -65,9 +65,13 @@ impl OpKind {
             | Op::Gather { .. }
             | Op::Slice { .. }
             | Op::ConstantOfShape { .. } => OpKind::Layout,
-            Op::QuantizeLinear(_) | Op::DequantizeLinear(_) | Op::DynamicQuantizeLinear => {
-                OpKind::Quantization
-            }
+            // qcc's realized int8 ops are what quantization produced: coloured as such, so
+            // a graph shows at a glance which convolutions run in int8.
+            Op::QuantizeLinear(_)
+            | Op::DequantizeLinear(_)
+            | Op::DynamicQuantizeLinear
+            | Op::QuantizedConv { .. }
+            | Op::QuantizedMatMul { .. } => OpKind::Quantization,
         }
     }
 

@@ -62,10 +62,28 @@ pub fn node_flops(g: &Graph, n: NodeId) -> u64 {
             let k = if gemm.trans_a { a[0] } else { a[1] } as u64;
             out * (2 * k + (node.inputs.len() > 2) as u64 + activation.map_or(0, activation_flops))
         }
-        Op::Conv(_) | Op::QLinearConv { .. } | Op::ConvInteger { .. } => {
+        // Integer ops count as the float op they replace (a MAC is two operations), so int8
+        // and fp32 graphs compare directly; the requantization epilogue is not counted.
+        Op::Conv(_)
+        | Op::QLinearConv { .. }
+        | Op::ConvInteger { .. }
+        | Op::QuantizedConv { residual: None, .. } => {
             let w = dims(1);
             let macs_per_output: u64 = w[1..].iter().map(|&d| d as u64).product();
             2 * out * macs_per_output + if node.inputs.len() > 2 { out } else { 0 }
+        }
+        Op::QuantizedConv {
+            residual: Some(_), ..
+        } => {
+            // Bias and residual adds, as FusedConv's epilogue.
+            let w = dims(1);
+            let macs_per_output: u64 = w[1..].iter().map(|&d| d as u64).product();
+            out * (2 * macs_per_output + 2)
+        }
+        Op::QuantizedMatMul { .. } => {
+            let a = dims(0);
+            let bias = (node.inputs.len() > 2) as u64;
+            out * (2 * *a.last().unwrap_or(&1) as u64 + bias)
         }
         Op::Gemm(attrs) => {
             let a = dims(0);

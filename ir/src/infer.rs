@@ -443,6 +443,62 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let out = conv_output_dims(conv, x, w, inputs.get(2).copied())?;
             one(TensorType::new(y.dtype(), out))
         }
+        Op::QuantizedConv {
+            conv,
+            x: qx,
+            w: qw,
+            y,
+            residual,
+            clamp,
+        } => {
+            let (x, w) = (first()?, inputs[1]);
+            realized_operands(qx, x, "x", qw, w, "w", 0, y, *clamp)?;
+            let bias = inputs.get(2).copied();
+            if let Some(b) = bias {
+                expect_i32_bias(b)?;
+            }
+            let out = TensorType::new(y.dtype(), conv_output_dims(conv, x, w, bias)?);
+            if let Some(qr) = residual {
+                let r = inputs[3];
+                if !qr.dtype().is_quantized() || !qr.is_per_tensor() {
+                    return Err(format!("residual must be u8 or i8 per tensor, is {qr}"));
+                }
+                qparams_match(qr, r, "residual")?;
+                if r.dims() != out.dims() {
+                    return Err(format!("residual is {r}, the conv produces {out}"));
+                }
+                crate::op::residual_multipliers(qx, qw, qr)
+                    .map_err(|e| format!("residual rescaling: {e}"))?;
+            }
+            one(out)
+        }
+        Op::QuantizedMatMul {
+            a: qa,
+            b: qb,
+            y,
+            clamp,
+        } => {
+            let (a, b) = (first()?, inputs[1]);
+            if a.rank() < 2 || b.rank() != 2 {
+                return Err(format!(
+                    "a must have rank >= 2 and b rank 2, are {} and {}",
+                    a.shape, b.shape
+                ));
+            }
+            realized_operands(qa, a, "a", qb, b, "b", 1, y, *clamp)?;
+            let dims = matmul_dims(a.dims(), b.dims())?;
+            if let Some(bias) = inputs.get(2) {
+                expect_i32_bias(bias)?;
+                if bias.dims() != [b.dims()[1]] {
+                    return Err(format!(
+                        "bias must have shape [{}], has {}",
+                        b.dims()[1],
+                        bias.shape
+                    ));
+                }
+            }
+            one(TensorType::new(y.dtype(), dims))
+        }
         Op::ConvInteger {
             conv,
             x_zero_point,
@@ -483,6 +539,57 @@ fn expect_float(t: &TensorType, what: &str) -> R<()> {
         Ok(())
     } else {
         Err(format!("{what} must be f32 or f16, is {}", t.dtype))
+    }
+}
+
+/// The operands of a realized int8 op (QuantizedConv, QuantizedMatMul): activations u8 or
+/// i8 per tensor, weights i8 per tensor or per channel along `weight_axis`, output u8 or i8
+/// per tensor with a clamp inside its range, and representable requantization multipliers.
+#[allow(clippy::too_many_arguments)]
+fn realized_operands(
+    qx: &crate::QParams,
+    x: &TensorType,
+    x_name: &str,
+    qw: &crate::QParams,
+    w: &TensorType,
+    w_name: &str,
+    weight_axis: usize,
+    y: &crate::QParams,
+    clamp: Option<(i32, i32)>,
+) -> R<()> {
+    expect_8bit(x, x_name)?;
+    qparams_match(qx, x, x_name)?;
+    if w.dtype != DType::I8 {
+        return Err(format!("{w_name} must be i8, is {}", w.dtype));
+    }
+    qparams_match(qw, w, w_name)?;
+    if !qx.is_per_tensor() || qw.axis().is_some_and(|a| a != weight_axis) {
+        return Err(format!(
+            "{x_name} must be quantized per tensor, {w_name} per tensor or per channel along \
+             axis {weight_axis}"
+        ));
+    }
+    if !y.dtype().is_quantized() || !y.is_per_tensor() {
+        return Err(format!("the output must be u8 or i8 per tensor, is {y}"));
+    }
+    if let Some((lo, hi)) = clamp {
+        let (min, max) = crate::quant::quant_range(y.dtype()).unwrap_or((0, -1));
+        if lo > hi || (lo as i64) < min || (hi as i64) > max {
+            return Err(format!(
+                "clamp [{lo}, {hi}] is not a range inside {}",
+                y.dtype()
+            ));
+        }
+    }
+    crate::op::requant_multipliers(qx, qw, y).map_err(|e| format!("requantization: {e}"))?;
+    Ok(())
+}
+
+fn expect_i32_bias(b: &TensorType) -> R<()> {
+    if b.dtype == DType::I32 {
+        Ok(())
+    } else {
+        Err(format!("bias must be i32, is {}", b.dtype))
     }
 }
 

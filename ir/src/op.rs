@@ -7,6 +7,7 @@
 
 use crate::dtype::DType;
 use crate::quant::{QParams, ZeroPoint};
+use crate::requant::{FixedPoint, FixedPointError};
 use crate::tensor::Tensor;
 
 /// How a convolution or pooling window is padded.
@@ -228,6 +229,82 @@ pub enum Op {
         gemm: GemmAttrs,
         activation: Option<Activation>,
     },
+    /// qcc's realized int8 convolution: what the quantization pass produces and the int8
+    /// kernels implement, with qcc's integer requantization ([`crate::requant`]), not ONNX's
+    /// float one (that is [`Op::QLinearConv`]).
+    ///
+    /// Inputs: x (u8 or i8, quantized per tensor by `x`), w (i8, quantized by `w` per tensor
+    /// or per output channel along axis 0; a constant the back end packs at compile time),
+    /// bias (i32 `[C_out]`, scale `s_x·s_w[c]`, zero point 0; optional unless `residual`),
+    /// and r (same shape as the output, u8 or i8 per tensor by `residual`) when `residual`.
+    /// For output channel `c`, in this order:
+    ///
+    /// ```text
+    /// acc = Σ (x − zp_x)(w − zp_w[c]) + bias[c]              i32, wrapping
+    /// acc = sat_i32(acc + R[c].apply(r − zp_r))             only with a residual
+    /// q   = sat_y(zp_y + M[c].apply(acc)), then clamp to [lo, hi] when `clamp`
+    /// M[c] = FixedPoint::from_real(s_x·s_w[c] / s_y)        see [`requant_multipliers`]
+    /// R[c] = FixedPoint::from_real(s_r / (s_x·s_w[c]))      see [`residual_multipliers`]
+    /// ```
+    ///
+    /// Padding taps read the zero point, so they contribute nothing.
+    QuantizedConv {
+        conv: ConvAttrs,
+        x: QParams,
+        w: QParams,
+        y: QParams,
+        /// The residual input's parameters: the skip connection of a residual block added in
+        /// i32 into the accumulator before requantization (the `tensorrt` profile's fusion).
+        residual: Option<QParams>,
+        /// Inclusive bounds in y's quantized domain, inside its type's range: a fused ReLU
+        /// (`(zp_y, max)`) or ReLU6 (`(zp_y, zp_y + round(6 / s_y))`), already quantized.
+        clamp: Option<(i32, i32)>,
+    },
+    /// qcc's realized int8 matrix product (fully connected layers), requantized as
+    /// [`Op::QuantizedConv`] with the column `n` in place of the output channel.
+    ///
+    /// Inputs: a (u8 or i8 `[..., M, K]`, per tensor), b (i8 `[K, N]`, per tensor or per
+    /// column along axis 1; a constant), optional bias (i32 `[N]`, scale `s_a·s_b[n]`).
+    /// Output `[..., M, N]`:
+    /// `q = clamp(sat_y(zp_y + M[n].apply(Σ_k (a − zp_a)(b − zp_b[n]) + bias[n])))`.
+    QuantizedMatMul {
+        a: QParams,
+        b: QParams,
+        y: QParams,
+        /// As [`Op::QuantizedConv`]'s.
+        clamp: Option<(i32, i32)>,
+    },
+}
+
+/// The requantization multipliers of a realized int8 op ([`Op::QuantizedConv`],
+/// [`Op::QuantizedMatMul`]): `M[c] = FixedPoint::from_real(s_x·s_w[c] / s_y)`, one per weight
+/// scale (one for per-tensor weights), the real ratio computed in f64 (the product of two
+/// f32 is exact there; the quotient rounds once). This is the one source of the multipliers:
+/// the interpreter and every back end derive them from the op's `QParams` with this function.
+pub fn requant_multipliers(
+    x: &QParams,
+    w: &QParams,
+    y: &QParams,
+) -> Result<Vec<FixedPoint>, FixedPointError> {
+    let (s_x, s_y) = (x.scales()[0] as f64, y.scales()[0] as f64);
+    w.scales()
+        .iter()
+        .map(|&s_w| FixedPoint::from_real(s_x * s_w as f64 / s_y))
+        .collect()
+}
+
+/// The multipliers that bring a residual input into a conv's accumulator scale:
+/// `R[c] = FixedPoint::from_real(s_r / (s_x·s_w[c]))`, in f64, one per weight scale.
+pub fn residual_multipliers(
+    x: &QParams,
+    w: &QParams,
+    residual: &QParams,
+) -> Result<Vec<FixedPoint>, FixedPointError> {
+    let (s_x, s_r) = (x.scales()[0] as f64, residual.scales()[0] as f64);
+    w.scales()
+        .iter()
+        .map(|&s_w| FixedPoint::from_real(s_r / (s_x * s_w as f64)))
+        .collect()
 }
 
 impl Op {
@@ -286,6 +363,8 @@ impl Op {
             Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
             Op::FusedConv { .. } => "FusedConv",
             Op::FusedGemm { .. } => "FusedGemm",
+            Op::QuantizedConv { .. } => "QuantizedConv",
+            Op::QuantizedMatMul { .. } => "QuantizedMatMul",
         }
     }
 
@@ -325,7 +404,12 @@ impl Op {
                 (3 + *residual as usize, Some(3 + *residual as usize))
             }
             Op::FusedGemm { .. } => (2, Some(3)),
-            Op::QLinearConv { .. } => (2, Some(3)),
+            Op::QLinearConv { .. } | Op::QuantizedMatMul { .. } => (2, Some(3)),
+            // The bias is optional only without a residual, so a third input is unambiguous.
+            Op::QuantizedConv { residual, .. } => match residual {
+                Some(_) => (4, Some(4)),
+                None => (2, Some(3)),
+            },
             Op::BatchNorm { .. } => (5, Some(5)),
             Op::Binary(_)
             | Op::MatMul

@@ -57,12 +57,15 @@ impl KernelParam {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Accumulator {
     F32,
+    /// Integer dot products (int8 kernels): i32 lanes, requantized in the epilogue.
+    I32,
 }
 
 impl Accumulator {
     pub fn name(self) -> &'static str {
         match self {
             Accumulator::F32 => "f32",
+            Accumulator::I32 => "i32",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! (`<node>.min`, `<node>.y_scale`, ...), or into attributes where the opset still wants those.
 //! Constants become initializers with little-endian `raw_data`. Fused ops become the chain of
 //! standard nodes they were fused from (`Conv` → `Add` → activation, `Gemm` → activation).
+//! qcc's realized int8 ops (`QuantizedConv`, `QuantizedMatMul`) are an export error: ONNX's
+//! QLinearConv rounds a float product half to even, qcc a fixed-point product half toward +∞.
 
 use super::proto::attribute_proto::AttributeType;
 use super::proto::tensor_shape_proto::{dimension, Dimension};
@@ -531,6 +533,18 @@ impl Writer<'_> {
                     .zero_point(name, "w_zero_point", n.inputs[1], w_zero_point)
                     .map_err(|m| unsupported(&m))?;
                 ins.extend([zx, zw]);
+            }
+            // No ONNX op has these semantics: QLinearConv/QLinearMatMul requantize in float
+            // with round half to even, qcc's realized ops with a fixed-point multiplier and
+            // round half toward +inf, so an "equivalent" export would differ by one step on
+            // ties and near-ties. Refuse rather than write a model that silently disagrees;
+            // the QDQ form before realization is the one to export.
+            Op::QuantizedConv { .. } | Op::QuantizedMatMul { .. } => {
+                return Err(unsupported(
+                    "qcc's realized int8 op (fixed-point requantization, rounding half toward \
+                     +inf) has no exact ONNX equivalent; export the quantized graph in QDQ \
+                     form, before realization",
+                ));
             }
             Op::MatMulInteger {
                 a_zero_point,

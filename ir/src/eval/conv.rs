@@ -255,6 +255,23 @@ pub(super) fn conv_integer(
     Ok(Tensor::I32(array_from(&geo.out_dims(), out)?))
 }
 
+/// The exact i32 accumulators (wrapping) of the convolution of `(x − zp_x)` and
+/// `(w − zp_w[c])`, before any bias: the output dims and the row-major values. Shared by
+/// ConvInteger-like ops outside this file (qcc's realized QuantizedConv).
+pub(super) fn integer_accumulators(
+    attrs: &ConvAttrs,
+    x: &Tensor,
+    x_zero_point: &[i32],
+    w: &Tensor,
+    w_zero_points: &[i32],
+    w_axis: Option<usize>,
+) -> R<(Vec<usize>, Vec<i32>)> {
+    let geo = ConvGeometry::new(attrs, x.dims(), w.dims())?;
+    let xc = centered(x, x_zero_point, None)?;
+    let wc = centered(w, w_zero_points, w_axis)?;
+    Ok((geo.out_dims(), geo.run(&xc, &wc)))
+}
+
 /// QLinearConv: the exact i32 accumulation of ConvInteger plus the i32 bias, requantized per
 /// output channel with `multiplier = (x_scale * w_scale[c]) / y_scale` (see
 /// [`super::quant::requantize`] for the rounding).

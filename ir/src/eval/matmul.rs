@@ -12,7 +12,7 @@ use ndarray::{ArrayD, Zip};
 
 /// Numpy matmul of row-major operands: 1-D operands are promoted (and the promoted dim
 /// dropped from the result), batch dims broadcast. Returns the output dims and values.
-fn batched_matmul<T: MulAcc>(
+pub(super) fn batched_matmul<T: MulAcc>(
     a: &[T],
     a_dims: &[usize],
     b: &[T],

@@ -15,6 +15,7 @@ mod kernel;
 mod matmul;
 mod pool;
 mod quant;
+mod realized;
 mod reduce;
 mod shape_ops;
 
@@ -209,6 +210,33 @@ fn dispatch(op: &Op, inputs: &[&Tensor]) -> R<Vec<Tensor>> {
             inputs[1],
         )?),
         Op::DynamicQuantizeLinear => quant::dynamic_quantize_linear(first()?),
+        Op::QuantizedConv {
+            conv,
+            x,
+            w,
+            y,
+            residual,
+            clamp,
+        } => one(realized::quantized_conv(
+            &realized::ConvQuant {
+                conv,
+                x,
+                w,
+                y,
+                residual: residual.as_ref(),
+                clamp: *clamp,
+            },
+            inputs,
+        )?),
+        Op::QuantizedMatMul { a, b, y, clamp } => one(realized::quantized_matmul(
+            a,
+            b,
+            y,
+            *clamp,
+            first()?,
+            inputs[1],
+            inputs.get(2).copied(),
+        )?),
     }
 }
 

@@ -156,6 +156,17 @@ fn i64_list(s: &Spanned) -> CR<Vec<i64>> {
     list_of(s, i64_of)
 }
 
+/// `[lo, hi]`: a realized int8 op's clamp in its output's quantized domain.
+fn quantized_bounds(s: &Spanned) -> CR<(i32, i32)> {
+    match list_of(s, i32_of)?[..] {
+        [lo, hi] => Ok((lo, hi)),
+        ref other => Err(AttrError::Msg(format!(
+            "expected [lo, hi], found {} values",
+            other.len()
+        ))),
+    }
+}
+
 fn padding_of(s: &Spanned) -> CR<Padding> {
     match &s.v {
         AttrValue::Word(w) if w == "same_upper" => Ok(Padding::SameUpper),
@@ -577,6 +588,30 @@ pub fn build_op(name: &str, at: Pos, mut a: Attrs, ctx: &OpContext) -> Result<Op
                 a: qa,
                 b: qb,
                 y: a.req("y", qparams_of)?,
+            }
+        }
+        "QuantizedConv" => {
+            let conv = conv_attrs(&mut a, ctx)?;
+            let x = a.req("x", qparams_of)?;
+            let w = a.req("w", qparams_of)?;
+            let y = a.req("y", qparams_of)?;
+            Op::QuantizedConv {
+                conv,
+                x,
+                w,
+                y,
+                residual: a.opt("residual", qparams_of)?,
+                clamp: a.opt("clamp", quantized_bounds)?,
+            }
+        }
+        "QuantizedMatMul" => {
+            let qa = a.req("a", qparams_of)?;
+            let qb = a.req("b", qparams_of)?;
+            Op::QuantizedMatMul {
+                a: qa,
+                b: qb,
+                y: a.req("y", qparams_of)?,
+                clamp: a.opt("clamp", quantized_bounds)?,
             }
         }
         "ConvInteger" => {

@@ -319,6 +319,25 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
             a.extend([("x", qparams(x)), ("w", qparams(w)), ("y", qparams(y))]);
             a
         }
+        Op::QuantizedConv {
+            conv,
+            x,
+            w,
+            y,
+            residual,
+            clamp,
+        } => {
+            let mut a = conv_attrs(conv);
+            a.extend([("x", qparams(x)), ("w", qparams(w)), ("y", qparams(y))]);
+            a.extend(residual.as_ref().map(|r| ("residual", qparams(r))));
+            a.extend(clamp.map(|(lo, hi)| ("clamp", list(&[lo, hi]))));
+            a
+        }
+        Op::QuantizedMatMul { a, b, y, clamp } => {
+            let mut attrs = vec![("a", qparams(a)), ("b", qparams(b)), ("y", qparams(y))];
+            attrs.extend(clamp.map(|(lo, hi)| ("clamp", list(&[lo, hi]))));
+            attrs
+        }
         Op::QLinearMatMul { a, b, y } => {
             vec![("a", qparams(a)), ("b", qparams(b)), ("y", qparams(y))]
         }

@@ -496,7 +496,44 @@ fn every_op_graph() -> Graph {
         w: w_per_channel,
         y: qp(DType::U8, 0.1, 3),
     };
-    node(&mut g, "qconv", qconv, vec![xq, wq, bq], &["qconv"]);
+    let qconv_y = one(node(&mut g, "qconv", qconv, vec![xq, wq, bq], &["qconv"]));
+    let realized_conv = Op::QuantizedConv {
+        conv: conv(&[3, 3], Padding::Explicit(vec![1, 1, 1, 1])),
+        x: qp(DType::U8, 0.02, 128),
+        w: QParams::per_channel(DType::I8, 0, vec![0.5, 0.25, 0.125, 1e-3], vec![0; 4]).unwrap(),
+        y: qp(DType::I8, 0.1, -5),
+        residual: Some(qp(DType::U8, 0.1, 3)),
+        clamp: Some((-5, 127)),
+    };
+    node(
+        &mut g,
+        "rconv",
+        realized_conv,
+        vec![xq, wq, bq, qconv_y],
+        &["rconv"],
+    );
+    let realized_conv_plain = Op::QuantizedConv {
+        conv: conv(&[3, 3], Padding::SameUpper),
+        x: qp(DType::U8, 0.02, 128),
+        w: qp(DType::I8, 0.01, 0),
+        y: qp(DType::U8, 0.1, 0),
+        residual: None,
+        clamp: None,
+    };
+    node(
+        &mut g,
+        "rconv_plain",
+        realized_conv_plain,
+        vec![xq, wq],
+        &["rconv_plain"],
+    );
+    let realized_mm = Op::QuantizedMatMul {
+        a: qp(DType::U8, 0.5, 1),
+        b: QParams::per_channel(DType::I8, 1, vec![0.25, 0.5], vec![0, 0]).unwrap(),
+        y: qp(DType::U8, 1.0, 10),
+        clamp: Some((10, 16)),
+    };
+    node(&mut g, "rmm", realized_mm, vec![qa, qb], &["rmm"]);
     let qmm = Op::QLinearMatMul {
         a: qp(DType::U8, 0.5, 1),
         b: qp(DType::I8, 0.25, -3),
@@ -619,9 +656,11 @@ fn variant_index(op: &Op) -> usize {
         Op::DynamicQuantizeLinear => 35,
         Op::FusedConv { .. } => 36,
         Op::FusedGemm { .. } => 37,
+        Op::QuantizedConv { .. } => 38,
+        Op::QuantizedMatMul { .. } => 39,
     }
 }
-const OP_VARIANTS: usize = 38;
+const OP_VARIANTS: usize = 40;
 
 #[test]
 fn every_op_round_trips() {
@@ -679,6 +718,14 @@ fn every_op_round_trips() {
         "activation=hard_sigmoid(alpha=0.2, beta=0.5)}",
         "activation=hard_swish}",
         "activation=tanh}",
+        "%rconv = QuantizedConv(%495, %wq, %bq, %qconv) {kernel=[3,3], strides=[1,1], \
+         dilations=[1,1], pads=[1,1,1,1], group=1, x=u8(scale=0.02, zp=128), \
+         w=i8(axis=0, scale=[0.5, 0.25, 0.125, 0.001], zp=[0,0,0,0]), y=i8(scale=0.1, zp=-5), \
+         residual=u8(scale=0.1, zp=3), clamp=[-5,127]} : i8[1,4,8,8]",
+        "y=u8(scale=0.1, zp=0)} : u8[1,4,8,8]",
+        "%rmm = QuantizedMatMul(%qa, %qb) {a=u8(scale=0.5, zp=1), \
+         b=i8(axis=1, scale=[0.25, 0.5], zp=[0,0]), y=u8(scale=1.0, zp=10), clamp=[10,16]} \
+         : u8[2,2]",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }

@@ -79,6 +79,7 @@ impl CostModel {
             Op::Conv(_)
             | Op::FusedConv { .. }
             | Op::QLinearConv { .. }
+            | Op::QuantizedConv { .. }
             | Op::ConvInteger { .. } => {
                 // Multiply-adds per output element: the weight's per-output-channel volume.
                 let per_out = inputs
@@ -91,11 +92,18 @@ impl CostModel {
                         activation,
                         ..
                     } => out_elems * (*residual as u8 as f64 + activation.is_some() as u8 as f64),
+                    Op::QuantizedConv { residual, .. } => {
+                        out_elems * residual.is_some() as u8 as f64
+                    }
                     _ => 0.0,
                 };
                 self.kernel(2.0 * out_elems * per_out + epilogue, moved)
             }
-            Op::Gemm(_) | Op::FusedGemm { .. } | Op::MatMul | Op::QLinearMatMul { .. } => {
+            Op::Gemm(_)
+            | Op::FusedGemm { .. }
+            | Op::MatMul
+            | Op::QLinearMatMul { .. }
+            | Op::QuantizedMatMul { .. } => {
                 // K is the contracted dim: A's last (or first when transposed).
                 let k = match (op, inputs.first()) {
                     (Op::Gemm(g) | Op::FusedGemm { gemm: g, .. }, Some(a)) if g.trans_a => {

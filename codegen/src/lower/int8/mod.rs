@@ -1,2 +1,294 @@
-//! int8 kernels (u8 activations × s8 weights, i32 accumulators, fixed-point requantization).
-//! STUB: being written.
+//! int8 kernels: u8 activations (with a zero point) × s8 symmetric per-channel weights, i32
+//! accumulators, per-output-channel fixed-point requantization ([`qcc_ir::requant`]) to u8
+//! or i8, an optional clamp in the output's quantized domain (fused ReLU/ReLU6).
+//!
+//! Zero-point compensation: with `x` u8 of zero point `zx`,
+//! `Σ (x − zx)·w = Σ x·w − zx·Σ w`, so the kernels multiply the raw bytes and the constant
+//! `zx·Σ_k w[c, k]` is folded into the bias at compile time
+//! (`bias'[c] = bias[c] − zx·Σ_k w[c, k]`, wrapping like the i32 accumulator). Padding
+//! taps of a convolution read `zx` itself, contributing `(zx − zx)·w = 0`.
+//!
+//! [`lower_qconv`] and [`lower_qgemm`] turn a documented parameter struct into a
+//! [`NodeLowering`] (input 0: u8 activations, NCHW for the convolution; output 0: u8 or i8)
+//! whose byte blobs are the packed weights ([`Arg::Bytes`] 0) and the requantization records
+//! (blob 1). The dot product is chosen from the target ([`DotProduct::for_target`]):
+//! `vpdpbusd` where the target has AVX-512 VNNI or AVX-VNNI, the exact widening form
+//! elsewhere.
+//!
+//! Residual inputs and a dedicated depthwise kernel are not written yet: a depthwise
+//! convolution runs as a grouped implicit GEMM and says so in [`NodeLowering::fallback`].
+
+mod conv;
+mod gemm;
+#[cfg(test)]
+mod gemm_tests;
+mod microkernel;
+mod requant;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use qcc_ir::requant::FixedPoint;
+
+pub use conv::{pack_qconv_weights, packed_reduction, padded_channels, QConvKernel};
+pub use gemm::{lower_qgemm, lower_qgemm_with, pack_qgemm_weights, QGemmKernel, QGemmParams};
+pub use microkernel::{DotProduct, QMicroKernel, RowOperand, K_GROUP, LANES};
+pub use requant::{requant_records, OutputQuant, OutputStage, RECORD_BYTES};
+
+use super::kernel::{Accumulator, KernelError, KernelParam, KernelSpec, Tile};
+use super::node::{Arg, ConvGeometry, KernelCall, NodeLowering};
+use crate::target::{Arch, Feature, Target};
+
+/// The default unroll of the loop over groups of four `k`.
+pub const DEFAULT_K_UNROLL: u32 = 4;
+
+/// An int8 convolution: everything [`lower_qconv`] needs.
+#[derive(Clone, Copy, Debug)]
+pub struct QConvParams<'a> {
+    pub geometry: ConvGeometry,
+    /// s8 weights in the ONNX layout `[C_out, C_in/group, kH, kW]`, zero point 0.
+    pub weight: &'a [i8],
+    /// i32 bias in the accumulator's scale (`s_x·s_w[c]`), `C_out` values.
+    pub bias: Option<&'a [i32]>,
+    /// `s_x·s_w[c] / s_y` per output channel (`C_out` values) or one for all.
+    pub requant: &'a [FixedPoint],
+    /// The u8 input's zero point, 0..=255.
+    pub input_zero_point: i32,
+    pub output: OutputQuant,
+}
+
+/// The code-generation choices of an int8 kernel (defaults from the target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Int8Choice {
+    pub dot: DotProduct,
+    pub tile: Tile,
+    pub k_unroll: u32,
+}
+
+impl DotProduct {
+    /// `Vnni` where the fold into `vpdpbusd` exists (x86 with AVX-512 VNNI + VL or
+    /// AVX-VNNI) and on aarch64 (the tree is the shape of `usdot`); `Widening` on x86 without.
+    pub fn for_target(target: &Target) -> DotProduct {
+        match target.arch() {
+            Arch::X86_64 => {
+                let evex = target.has(Feature::Avx512vnni) && target.has(Feature::Avx512vl);
+                if evex || target.has(Feature::AvxVnni) {
+                    DotProduct::Vnni
+                } else {
+                    DotProduct::Widening
+                }
+            }
+            Arch::Aarch64 => DotProduct::Vnni,
+        }
+    }
+}
+
+impl Int8Choice {
+    pub fn for_target(target: &Target) -> Int8Choice {
+        let dot = DotProduct::for_target(target);
+        Int8Choice {
+            dot,
+            tile: dot.default_tile(),
+            k_unroll: DEFAULT_K_UNROLL,
+        }
+    }
+}
+
+pub(crate) fn unsupported(kernel: &str, reason: String) -> KernelError {
+    KernelError::Unsupported {
+        kernel: kernel.to_string(),
+        reason,
+    }
+}
+
+/// The spec of an int8 kernel: `{arch}_i32x4_{op}`.
+pub(crate) fn int8_spec(
+    arch: Arch,
+    op: String,
+    tile: Tile,
+    params: Vec<KernelParam>,
+) -> KernelSpec {
+    KernelSpec {
+        name: KernelSpec::symbol(arch, Accumulator::I32, LANES, &op),
+        arch,
+        op,
+        accumulator: Accumulator::I32,
+        lanes: LANES,
+        tile,
+        epilogue: None,
+        params,
+    }
+}
+
+/// `bias[c] − zx·Σ_k w[c, k]` for rows of `k` weights, wrapping as the accumulator does.
+pub(crate) fn compensated_bias(
+    weight: &[i8],
+    rows: usize,
+    k: usize,
+    bias: Option<&[i32]>,
+    input_zero_point: i32,
+    row_weight: impl Fn(usize, usize) -> i8,
+) -> Result<Vec<i32>, String> {
+    if let Some(bias) = bias {
+        if bias.len() != rows {
+            return Err(format!("bias has {} values for {rows} outputs", bias.len()));
+        }
+    }
+    if weight.len() != rows * k {
+        return Err(format!(
+            "weight has {} values, expected {rows}·{k}",
+            weight.len()
+        ));
+    }
+    Ok((0..rows)
+        .map(|c| {
+            let sum = (0..k).fold(0i32, |s, kk| s.wrapping_add(i32::from(row_weight(c, kk))));
+            let base = bias.map_or(0, |b| b[c]);
+            base.wrapping_sub(input_zero_point.wrapping_mul(sum))
+        })
+        .collect())
+}
+
+pub(crate) fn check_input_zero_point(kernel: &str, zero_point: i32) -> Result<u8, KernelError> {
+    u8::try_from(zero_point).map_err(|_| {
+        unsupported(
+            kernel,
+            format!("input zero point {zero_point} is not a u8 value"),
+        )
+    })
+}
+
+/// The geometry the convolution walks: a 1×1, stride-1, unpadded convolution is one row of
+/// `H·W` pixels, so all its panels but the last take the vector packing path.
+fn walk_geometry(g: &ConvGeometry) -> ConvGeometry {
+    let pointwise = g.kernel_h == 1
+        && g.kernel_w == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && !g.has_padding();
+    if pointwise {
+        ConvGeometry {
+            in_h: 1,
+            in_w: g.in_h * g.in_w,
+            out_h: 1,
+            out_w: g.out_h * g.out_w,
+            dilation_h: 1,
+            dilation_w: 1,
+            ..*g
+        }
+    } else {
+        *g
+    }
+}
+
+/// Lowers an int8 convolution for `target` with its default kernel choice.
+pub fn lower_qconv(target: &Target, params: &QConvParams) -> Result<NodeLowering, KernelError> {
+    lower_qconv_with(target.arch(), Int8Choice::for_target(target), params)
+}
+
+/// Lowers an int8 convolution with an explicit kernel choice (tests and benchmarks).
+pub fn lower_qconv_with(
+    arch: Arch,
+    choice: Int8Choice,
+    params: &QConvParams,
+) -> Result<NodeLowering, KernelError> {
+    let g = walk_geometry(&params.geometry);
+    let kernel_name = "int8 Conv";
+    let fail = |reason: String| unsupported(kernel_name, reason);
+    if g.group == 0
+        || !g.in_channels.is_multiple_of(g.group)
+        || !g.out_channels.is_multiple_of(g.group)
+    {
+        return Err(fail(format!(
+            "group {} does not divide {} input and {} output channels",
+            g.group, g.in_channels, g.out_channels
+        )));
+    }
+    if g.stride_h == 0 || g.stride_w == 0 || g.dilation_h == 0 || g.dilation_w == 0 {
+        return Err(fail("zero stride or dilation".into()));
+    }
+    let plane = g.in_h * g.in_w;
+    if plane.saturating_mul(4).saturating_add(16) > i32::MAX as usize {
+        return Err(fail(format!(
+            "input plane of {plane} bytes is too large for 32-bit offsets"
+        )));
+    }
+    let zx = check_input_zero_point(kernel_name, params.input_zero_point)?;
+    let stage = OutputStage::new(&params.output, params.requant).map_err(fail)?;
+    let rows = RowOperand::WeightPanels;
+    let micro =
+        QMicroKernel::new(choice.tile, choice.dot, rows, stage, choice.k_unroll).map_err(fail)?;
+    let cin_g = g.in_channels / g.group;
+    let taps = g.kernel_h * g.kernel_w;
+    let k = cin_g * taps;
+    let weight = params.weight;
+    let bias = compensated_bias(
+        weight,
+        g.out_channels,
+        k,
+        params.bias,
+        params.input_zero_point,
+        |c, kk| weight[c * k + kk],
+    )
+    .map_err(fail)?;
+    let records = requant_records(&bias, params.requant).map_err(fail)?;
+    let packed = pack_qconv_weights(&g, weight, choice.tile.rows as usize).map_err(fail)?;
+    let op = format!(
+        "qconv_n{}_c{}x{}x{}_o{}x{}x{}_{}_zx{}_{}",
+        g.batch,
+        g.in_channels,
+        g.in_h,
+        g.in_w,
+        g.out_channels,
+        g.out_h,
+        g.out_w,
+        g.short_name().replace(',', "_"),
+        zx,
+        micro.name()
+    );
+    let spec = int8_spec(
+        arch,
+        op,
+        choice.tile,
+        vec![
+            KernelParam::input("x"),
+            KernelParam::input("w_packed"),
+            KernelParam::input("requant"),
+            KernelParam::output("y"),
+            KernelParam::output("scratch"),
+        ],
+    );
+    let kernel = QConvKernel::new(spec, g, micro, zx);
+    let scratch_bytes = kernel.scratch_bytes();
+    let args = vec![
+        Arg::input(0),
+        Arg::Bytes {
+            index: 0,
+            offset: 0,
+        },
+        Arg::Bytes {
+            index: 1,
+            offset: 0,
+        },
+        Arg::output(0),
+        Arg::Scratch { offset: 0 },
+    ];
+    let fallback = params.geometry.is_depthwise().then(|| {
+        "int8 depthwise convolution runs as a grouped implicit GEMM (one channel per group, \
+         a quarter of each dot product used): correct but slow"
+            .to_string()
+    });
+    Ok(NodeLowering {
+        calls: vec![KernelCall::new(Arc::new(kernel), args)?],
+        bytes: vec![packed, records],
+        scratch_bytes,
+        description: format!(
+            "int8 implicit gemm {} {}",
+            params.geometry.short_name(),
+            micro.name()
+        ),
+        fallback,
+        ..NodeLowering::default()
+    })
+}

@@ -613,3 +613,30 @@ fn op_coverage_model_matches_onnxruntime() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn realized_int8_ops_are_export_errors_naming_the_op() {
+    let mut g = Graph::new("realized");
+    let a = g
+        .add_input("a", TensorType::new(DType::U8, vec![2, 3]))
+        .expect("input");
+    let b = g
+        .add_constant("b", int8(&[3, 2], vec![1, -2, 3, -4, 5, -6]))
+        .expect("constant");
+    let op = Op::QuantizedMatMul {
+        a: qp(DType::U8, 0.5, 128),
+        b: qp(DType::I8, 0.25, 0),
+        y: qp(DType::I8, 1.0, 0),
+        clamp: None,
+    };
+    let n = g
+        .add_node("fc", op, vec![a, b], vec!["y".into()])
+        .expect("node");
+    g.set_outputs(g.node(n).outputs.clone());
+    let err = to_model_proto(&g, &ExportOptions::default()).unwrap_err();
+    let ExportError::Unsupported { node, op, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!((node.as_str(), *op), ("fc", "QuantizedMatMul"));
+    assert!(err.to_string().contains("QDQ"), "{err}");
+}

@@ -1,0 +1,245 @@
+//! The int8 matrix product `Y[m, n] = requant(A[m, k] · B[k, n] + bias')`: u8 activations A
+//! read in place (row-major, any row stride), s8 weights B packed at compile time into
+//! column panels in the dot-product layout, per-column requantization.
+//!
+//! The register block's rows broadcast four consecutive bytes of an A row (one i32 load:
+//! A needs no packing), its columns are `NR` output features whose four weights per group of
+//! four `k` sit together:
+//!
+//! ```text
+//! packed[p·KG·4·NR + q·4·NR + 4j + t] = B[4q + t, p·NR + j]   (0 past k or n)
+//! ```
+//!
+//! with `KG = ⌈k / 4⌉`. When `k mod 4 ≠ 0` the last group of each A row is assembled from its
+//! remaining bytes, so no load reads past the row.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+
+use std::sync::Arc;
+
+use qcc_ir::requant::FixedPoint;
+
+use super::microkernel::{QMicroKernel, QPanelOperands, RowOperand, K_GROUP};
+use super::requant::{requant_records, OutputQuant, OutputStage, RECORD_BYTES};
+use super::{check_input_zero_point, compensated_bias, int8_spec, unsupported, Int8Choice};
+use crate::lower::kernel::{
+    counted_loop, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+};
+use crate::lower::node::{Arg, KernelCall, NodeLowering};
+use crate::target::{Arch, Target};
+
+/// `void k(const uint8_t *a, const int8_t *w_packed, const record *requant, uint8_t *y,
+/// size_t m, size_t lda, size_t ldc)`: row `i` of A at `a + i·lda`, of Y at `y + i·ldc`
+/// (bytes); `k` and `n` are baked in with the weights.
+#[derive(Clone, Debug)]
+pub struct QGemmKernel {
+    pub(crate) spec: KernelSpec,
+    micro: QMicroKernel,
+    k: usize,
+    n: usize,
+}
+
+impl QGemmKernel {
+    pub(crate) fn new(spec: KernelSpec, micro: QMicroKernel, k: usize, n: usize) -> QGemmKernel {
+        QGemmKernel { spec, micro, k, n }
+    }
+
+    pub fn micro_kernel(&self) -> &QMicroKernel {
+        &self.micro
+    }
+
+    /// The operands of the panel whose first column is `column`.
+    #[allow(clippy::too_many_arguments)]
+    fn panel(
+        &self,
+        b: &mut FunctionBuilder,
+        params: [Value; 7],
+        column: Value,
+        columns: Option<Value>,
+    ) -> QPanelOperands {
+        let [a, w, records, y, m, lda, ldc] = params;
+        // Panel p = column / NR starts at p·KG·4·NR = column·KG·4 bytes.
+        let kg = self.k.div_ceil(K_GROUP) as i64;
+        let panel_offset = b.ins().imul_imm_s(column, kg * K_GROUP as i64);
+        let record_offset = b.ins().imul_imm_s(column, RECORD_BYTES as i64);
+        QPanelOperands {
+            a,
+            lda,
+            b: b.ins().iadd(w, panel_offset),
+            groups: self.k / K_GROUP,
+            m,
+            c: b.ins().iadd(y, column),
+            ldc,
+            records: b.ins().iadd(records, record_offset),
+            columns,
+        }
+    }
+}
+
+impl Kernel for QGemmKernel {
+    fn spec(&self) -> &KernelSpec {
+        &self.spec
+    }
+
+    fn build_body(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        params: &[Value],
+    ) -> Result<(), KernelError> {
+        let params: [Value; 7] = params
+            .try_into()
+            .map_err(|_| crate::lower::kernel::arity_error(&self.spec, params))?;
+        let pointer = context.pointer;
+        let nr = self.micro.nr() as usize;
+        let zero = b.ins().iconst(pointer, 0);
+        let full_end = b.ins().iconst(pointer, (self.n / nr * nr) as i64);
+        counted_loop(b, pointer, zero, full_end, nr as i64, |b, column| {
+            let operands = self.panel(b, params, column, None);
+            self.micro.emit_rows(b, context, &operands);
+        });
+        let edge = self.n % nr;
+        if edge > 0 {
+            let column = b.ins().iconst(pointer, (self.n - edge) as i64);
+            let columns = b.ins().iconst(pointer, edge as i64);
+            let operands = self.panel(b, params, column, Some(columns));
+            self.micro.emit_rows(b, context, &operands);
+        }
+        b.ins().return_(&[]);
+        Ok(())
+    }
+}
+
+/// Packs s8 `B` (`[k, n]` row-major, or `[n, k]` when `transposed`) into column panels of
+/// width `nr` (layout in the module docs).
+pub fn pack_qgemm_weights(
+    weight: &[i8],
+    k: usize,
+    n: usize,
+    transposed: bool,
+    nr: usize,
+) -> Result<Vec<u8>, String> {
+    if k.checked_mul(n) != Some(weight.len()) || nr == 0 {
+        return Err(format!(
+            "B has {} values, expected k·n = {k}·{n}",
+            weight.len()
+        ));
+    }
+    let kg = k.div_ceil(K_GROUP);
+    let panel_bytes = kg * K_GROUP * nr;
+    let mut packed = vec![0u8; n.div_ceil(nr) * panel_bytes];
+    for column in 0..n {
+        let (p, j) = (column / nr, column % nr);
+        for kk in 0..k {
+            let value = if transposed {
+                weight[column * k + kk]
+            } else {
+                weight[kk * n + column]
+            };
+            let (q, t) = (kk / K_GROUP, kk % K_GROUP);
+            packed[p * panel_bytes + q * K_GROUP * nr + K_GROUP * j + t] = value as u8;
+        }
+    }
+    Ok(packed)
+}
+
+/// An int8 matrix product `Y[m, n] = A[m, k] · B[k, n]`: everything [`lower_qgemm`] needs.
+#[derive(Clone, Copy, Debug)]
+pub struct QGemmParams<'a> {
+    /// Rows of A (u8, row-major, `k` bytes per row) and of Y.
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// s8 B, `[k, n]` row-major, or `[n, k]` when `trans_b` (ONNX Gemm's `transB`).
+    pub weight: &'a [i8],
+    pub trans_b: bool,
+    /// i32 bias per column, `n` values.
+    pub bias: Option<&'a [i32]>,
+    /// Per column (`n` values) or one for all.
+    pub requant: &'a [FixedPoint],
+    pub input_zero_point: i32,
+    pub output: OutputQuant,
+}
+
+/// Lowers an int8 matrix product for `target` with its default kernel choice.
+pub fn lower_qgemm(target: &Target, params: &QGemmParams) -> Result<NodeLowering, KernelError> {
+    lower_qgemm_with(target.arch(), Int8Choice::for_target(target), params)
+}
+
+/// Lowers an int8 matrix product with an explicit kernel choice.
+pub fn lower_qgemm_with(
+    arch: Arch,
+    choice: Int8Choice,
+    params: &QGemmParams,
+) -> Result<NodeLowering, KernelError> {
+    let kernel_name = "int8 Gemm";
+    let fail = |reason: String| unsupported(kernel_name, reason);
+    let (m, k, n) = (params.m, params.k, params.n);
+    if k == 0 || n == 0 {
+        return Err(fail(format!("empty product: k = {k}, n = {n}")));
+    }
+    let zx = check_input_zero_point(kernel_name, params.input_zero_point)?;
+    let stage = OutputStage::new(&params.output, params.requant).map_err(fail)?;
+    let rows = RowOperand::ActivationRows {
+        k_rem: (k % K_GROUP) as u32,
+    };
+    let micro =
+        QMicroKernel::new(choice.tile, choice.dot, rows, stage, choice.k_unroll).map_err(fail)?;
+    let weight = params.weight;
+    let trans_b = params.trans_b;
+    let bias = compensated_bias(
+        weight,
+        n,
+        k,
+        params.bias,
+        params.input_zero_point,
+        |j, kk| {
+            if trans_b {
+                weight[j * k + kk]
+            } else {
+                weight[kk * n + j]
+            }
+        },
+    )
+    .map_err(fail)?;
+    let records = requant_records(&bias, params.requant).map_err(fail)?;
+    let packed = pack_qgemm_weights(weight, k, n, trans_b, micro.nr() as usize).map_err(fail)?;
+    let op = format!("qgemm_k{k}_n{n}_{}", micro.name());
+    let spec = int8_spec(
+        arch,
+        op,
+        choice.tile,
+        vec![
+            KernelParam::input("a"),
+            KernelParam::input("w_packed"),
+            KernelParam::input("requant"),
+            KernelParam::output("y"),
+            KernelParam::size("m"),
+            KernelParam::size("lda"),
+            KernelParam::size("ldc"),
+        ],
+    );
+    let kernel = QGemmKernel::new(spec, micro, k, n);
+    let args = vec![
+        Arg::input(0),
+        Arg::Bytes {
+            index: 0,
+            offset: 0,
+        },
+        Arg::Bytes {
+            index: 1,
+            offset: 0,
+        },
+        Arg::output(0),
+        Arg::Size(m),
+        Arg::Size(k),
+        Arg::Size(n),
+    ];
+    Ok(NodeLowering {
+        calls: vec![KernelCall::new(Arc::new(kernel), args)?],
+        bytes: vec![packed, records],
+        description: format!("int8 gemm {m}x{n}x{k} {} (zx {zx})", micro.name()),
+        ..NodeLowering::default()
+    })
+}

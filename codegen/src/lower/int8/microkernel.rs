@@ -1,0 +1,605 @@
+//! The int8 register block: `MR × NR` i32 accumulators of u8 × s8 dot products of four, then
+//! the fixed-point requantization epilogue and the u8/i8 store.
+//!
+//! One lane of an i32x4 accumulator sums the products of four consecutive `k` values: both
+//! operands hold, per lane, four bytes of four consecutive `k` (the dot-product layout). Rows
+//! broadcast one 4-byte group (a splatted i32) against `NR / 4` column vectors of a packed
+//! panel (`NR` columns × 4 bytes per group of four `k`):
+//!
+//! - [`RowOperand::WeightPanels`] (convolution): rows are output channels, their s8 weights
+//!   packed at compile time into row panels; columns are u8 im2col pixels. Requantization is
+//!   per row and runs on vectors.
+//! - [`RowOperand::ActivationRows`] (Gemm): rows are u8 activation rows read in place;
+//!   columns are output features, their s8 weights packed at compile time into column
+//!   panels. Requantization is per column and runs one element at a time.
+//!
+//! [`DotProduct::Vnni`] emits the widening tree Cranelift folds into one `vpdpbusd` (see
+//! [`QMicroKernel::dot`] for the operand order the fold needs). [`DotProduct::Widening`] is
+//! the fallback for x86 without VNNI: both operands widened to i16 and multiplied pairwise
+//! into i32 (`pmaddwd`; each pair sums at most 2·128·255, never near 16 or 32 bits), then
+//! the pairs added in i32. No 16-bit saturating sum (`pmaddubsw`) is ever used.
+
+use cranelift_codegen::ir::{
+    types, ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, StackSlotData,
+    StackSlotKind, Value,
+};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+use super::requant::{OutputStage, RECORD_BYTES};
+use crate::lower::kernel::{counted_loop, flags, KernelContext, Tile};
+
+/// i32 lanes per vector: Cranelift lowers 128-bit vectors only.
+pub const LANES: u32 = 4;
+
+/// `k` values one dot-product lane sums.
+pub const K_GROUP: usize = 4;
+
+/// Cranelift allocates xmm0-15 on x86-64; a block needing more spills in its inner loop.
+const MAX_VECTOR_REGISTERS: u32 = 16;
+
+/// How four u8 × s8 products are summed into an i32 lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DotProduct {
+    /// The widening tree that folds into `vpdpbusd` on AVX-512 VNNI / AVX-VNNI.
+    Vnni,
+    /// Sign/zero extension to i16, `pmaddwd`-style pair products, i32 pair sums.
+    Widening,
+}
+
+impl DotProduct {
+    pub fn name(self) -> &'static str {
+        match self {
+            DotProduct::Vnni => "dp4",
+            DotProduct::Widening => "wmadd",
+        }
+    }
+
+    /// The register block that fits the vector registers: the tree needs no temporaries
+    /// beyond the accumulators, the B vectors and the broadcast (4 × 12 = 12 + 3 + 1); the
+    /// widening form keeps both i16 halves of each operand live.
+    pub fn default_tile(self) -> Tile {
+        match self {
+            DotProduct::Vnni => Tile { rows: 4, cols: 12 },
+            DotProduct::Widening => Tile { rows: 3, cols: 8 },
+        }
+    }
+
+    /// Vector registers a `tile` needs in the inner loop.
+    fn registers(self, tile: Tile) -> u32 {
+        let vectors = tile.cols / LANES;
+        match self {
+            DotProduct::Vnni => tile.rows * vectors + vectors + 1,
+            DotProduct::Widening => tile.rows * vectors + 2 * vectors + 2,
+        }
+    }
+}
+
+/// What the rows of the block are (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RowOperand {
+    WeightPanels,
+    /// `k_rem` (0-3) trailing `k` values after the last full group of four.
+    ActivationRows {
+        k_rem: u32,
+    },
+}
+
+/// The register-block generator. Everything here is baked into the code; [`Self::name`]
+/// spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QMicroKernel {
+    pub tile: Tile,
+    pub dot: DotProduct,
+    pub rows: RowOperand,
+    pub output: OutputStage,
+    pub k_unroll: u32,
+}
+
+/// The CLIF values of one panel product. Strides are in bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct QPanelOperands {
+    /// Weight panels of the first row block, or activation row 0.
+    pub a: Value,
+    /// Bytes between activation rows (read for [`RowOperand::ActivationRows`] only).
+    pub lda: Value,
+    /// The packed column panel: group `q` at `b + q·4·NR`.
+    pub b: Value,
+    /// Full groups of four `k` (baked in: the loop runs whole unrolled steps and the rest
+    /// is straight-line code, so no second loop carries the accumulators).
+    pub groups: usize,
+    pub m: Value,
+    /// Output row 0 at the panel's first column; row `i` at `c + i·ldc`.
+    pub c: Value,
+    pub ldc: Value,
+    /// The requantization record of row 0 (per row) or of the panel's first column.
+    pub records: Value,
+    /// `None` for a full panel; `Some(n)` stores only the first `n < NR` columns.
+    pub columns: Option<Value>,
+}
+
+/// An operand ready for [`QMicroKernel::dot`]: the raw bytes for the tree, the two i16
+/// halves for the widening form (computed once, used by every product of the step).
+#[derive(Clone, Copy)]
+enum Prepared {
+    Bytes(Value),
+    Halves(Value, Value),
+}
+
+/// A row's group of four `k`: loaded where it is splatted, or already assembled.
+#[derive(Clone, Copy)]
+enum Broadcast {
+    Load(Value, i32),
+    Value(Value),
+}
+
+/// The loop-carried pointers of one register block.
+struct Cursors<'a> {
+    a: &'a [Variable],
+    /// Bytes each A cursor advances per group of four `k`.
+    a_step: i64,
+    b: Variable,
+    rows: u32,
+}
+
+impl QMicroKernel {
+    /// Checks the tile: columns a multiple of 4, at most 16 (one transposed im2col load),
+    /// and the block fitting the vector registers.
+    pub fn new(
+        tile: Tile,
+        dot: DotProduct,
+        rows: RowOperand,
+        output: OutputStage,
+        k_unroll: u32,
+    ) -> Result<QMicroKernel, String> {
+        if tile.rows == 0 || tile.cols == 0 || !tile.cols.is_multiple_of(LANES) || tile.cols > 16 {
+            return Err(format!(
+                "tile {}x{} is not rows x (4, 8, 12 or 16)",
+                tile.rows, tile.cols
+            ));
+        }
+        let registers = dot.registers(tile);
+        if registers > MAX_VECTOR_REGISTERS {
+            return Err(format!(
+                "tile {}x{} needs {registers} vector registers with {}, more than {}",
+                tile.rows,
+                tile.cols,
+                dot.name(),
+                MAX_VECTOR_REGISTERS
+            ));
+        }
+        if k_unroll == 0 || k_unroll > 8 {
+            return Err(format!("k unroll {k_unroll} is not in 1..=8"));
+        }
+        if let RowOperand::ActivationRows { k_rem } = rows {
+            if k_rem >= K_GROUP as u32 {
+                return Err(format!("k remainder {k_rem} is not below 4"));
+            }
+        }
+        Ok(QMicroKernel {
+            tile,
+            dot,
+            rows,
+            output,
+            k_unroll,
+        })
+    }
+
+    /// `4x12_dp4_u4_u8z3_0_255` (tile, dot product, unroll, output stage).
+    pub fn name(&self) -> String {
+        format!(
+            "{}x{}_{}_u{}_{}",
+            self.tile.rows,
+            self.tile.cols,
+            self.dot.name(),
+            self.k_unroll,
+            self.output.name()
+        )
+    }
+
+    pub fn nr(&self) -> u32 {
+        self.tile.cols
+    }
+
+    fn vectors(&self) -> usize {
+        (self.tile.cols / LANES) as usize
+    }
+
+    /// All rows against one panel: `MR` rows at a time, then single rows.
+    pub(crate) fn emit_rows(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        ops: &QPanelOperands,
+    ) {
+        let zero = b.ins().iconst(context.pointer, 0);
+        let rows = self.tile.rows;
+        let tail = counted_loop(b, context.pointer, zero, ops.m, i64::from(rows), |b, i| {
+            self.block(b, context, ops, i, rows)
+        });
+        if rows > 1 {
+            counted_loop(b, context.pointer, tail, ops.m, 1, |b, i| {
+                self.block(b, context, ops, i, 1)
+            });
+        }
+    }
+
+    /// Rows `row..row + rows`: the dot-product loop, the requantization and the store.
+    fn block(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        ops: &QPanelOperands,
+        row: Value,
+        rows: u32,
+    ) {
+        let pointer = context.pointer;
+        let (a_starts, a_step): (Vec<Value>, i64) = match self.rows {
+            RowOperand::WeightPanels => {
+                // Row block `row` starts at row·K bytes, K = groups·4, whatever its height.
+                let start = b.ins().imul_imm_s(row, ops.groups as i64 * 4);
+                (vec![b.ins().iadd(ops.a, start)], i64::from(rows) * 4)
+            }
+            RowOperand::ActivationRows { .. } => {
+                let starts = (0..rows)
+                    .map(|r| {
+                        let index = b.ins().iadd_imm_s(row, i64::from(r));
+                        let start = b.ins().imul(index, ops.lda);
+                        b.ins().iadd(ops.a, start)
+                    })
+                    .collect();
+                (starts, 4)
+            }
+        };
+        let a_cursors: Vec<Variable> = a_starts
+            .iter()
+            .map(|&start| {
+                let var = b.declare_var(pointer);
+                b.def_var(var, start);
+                var
+            })
+            .collect();
+        let b_cursor = b.declare_var(pointer);
+        b.def_var(b_cursor, ops.b);
+        let zero = b.ins().iconst(types::I32, 0);
+        let zero = b.ins().splat(types::I32X4, zero);
+        let accumulators: Vec<Variable> = (0..rows as usize * self.vectors())
+            .map(|_| {
+                let var = b.declare_var(types::I32X4);
+                b.def_var(var, zero);
+                var
+            })
+            .collect();
+        let cursors = Cursors {
+            a: &a_cursors,
+            a_step,
+            b: b_cursor,
+            rows,
+        };
+        let start = b.ins().iconst(pointer, 0);
+        let unroll = self.k_unroll as usize;
+        let main_steps = ops.groups / unroll * unroll;
+        if main_steps > 0 {
+            let end = b.ins().iconst(pointer, main_steps as i64);
+            counted_loop(b, pointer, start, end, unroll as i64, |b, _| {
+                self.k_steps(b, &cursors, &accumulators, self.k_unroll)
+            });
+        }
+        let rest = (ops.groups - main_steps) as u32;
+        if rest > 0 {
+            self.k_steps(b, &cursors, &accumulators, rest);
+        }
+        if let RowOperand::ActivationRows { k_rem } = self.rows {
+            if k_rem > 0 {
+                self.k_remainder(b, &cursors, &accumulators, k_rem);
+            }
+        }
+        // The tile goes to the stack right after the loop: the accumulators' live ranges end
+        // here, so the epilogue's temporaries cannot make the register allocator spill them
+        // inside the loop (it places spills at the definition, i.e. in the loop body).
+        let bytes = (accumulators.len() * 16) as u32;
+        let slot =
+            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 4));
+        let tile = b.ins().stack_addr(pointer, slot, 0);
+        for (i, &var) in accumulators.iter().enumerate() {
+            let sum = b.use_var(var);
+            b.ins().store(flags(), sum, tile, (i * 16) as i32);
+        }
+        match self.rows {
+            RowOperand::WeightPanels => self.store_per_row(b, context, ops, row, rows, tile),
+            RowOperand::ActivationRows { .. } => {
+                self.store_per_column(b, context, ops, row, rows, tile)
+            }
+        }
+    }
+
+    /// `steps` groups of four `k`: the column vectors, then per row a broadcast and the
+    /// dot products; the cursors advance once at the end.
+    fn k_steps(
+        &self,
+        b: &mut FunctionBuilder,
+        cursors: &Cursors,
+        accumulators: &[Variable],
+        steps: u32,
+    ) {
+        let nr_bytes = self.nr() as i32 * 4;
+        let a_bases: Vec<Value> = cursors.a.iter().map(|&var| b.use_var(var)).collect();
+        let b_base = b.use_var(cursors.b);
+        for u in 0..steps as i32 {
+            let columns: Vec<Value> = (0..self.vectors() as i32)
+                .map(|v| {
+                    b.ins()
+                        .load(types::I8X16, flags(), b_base, u * nr_bytes + v * 16)
+                })
+                .collect();
+            let broadcasts: Vec<Broadcast> = (0..cursors.rows as i32)
+                .map(|r| match self.rows {
+                    RowOperand::WeightPanels => {
+                        Broadcast::Load(a_bases[0], (u * cursors.rows as i32 + r) * 4)
+                    }
+                    RowOperand::ActivationRows { .. } => {
+                        Broadcast::Load(a_bases[r as usize], u * 4)
+                    }
+                })
+                .collect();
+            self.multiply(b, accumulators, &columns, &broadcasts);
+        }
+        for (&var, &base) in cursors.a.iter().zip(&a_bases) {
+            let next = b.ins().iadd_imm_s(base, cursors.a_step * i64::from(steps));
+            b.def_var(var, next);
+        }
+        let next = b
+            .ins()
+            .iadd_imm_s(b_base, i64::from(nr_bytes) * i64::from(steps));
+        b.def_var(cursors.b, next);
+    }
+
+    /// The last, partial group of activation rows: `k_rem` bytes per row assembled into the
+    /// low bytes of an i32 (the weights of the missing `k` are zero in the panel).
+    fn k_remainder(
+        &self,
+        b: &mut FunctionBuilder,
+        cursors: &Cursors,
+        accumulators: &[Variable],
+        k_rem: u32,
+    ) {
+        let b_base = b.use_var(cursors.b);
+        let columns: Vec<Value> = (0..self.vectors() as i32)
+            .map(|v| b.ins().load(types::I8X16, flags(), b_base, v * 16))
+            .collect();
+        let broadcasts: Vec<Broadcast> = cursors
+            .a
+            .iter()
+            .map(|&var| {
+                let base = b.use_var(var);
+                let mut group = b.ins().iconst(types::I32, 0);
+                for i in 0..k_rem as i32 {
+                    let byte = b.ins().uload8(types::I32, flags(), base, i);
+                    let byte = b.ins().ishl_imm_u(byte, i64::from(8 * i));
+                    group = b.ins().bor(group, byte);
+                }
+                Broadcast::Value(group)
+            })
+            .collect();
+        self.multiply(b, accumulators, &columns, &broadcasts);
+    }
+
+    /// `acc[r][v] += dot(broadcast r, column v)` with the operands in their signed/unsigned
+    /// roles for this orientation.
+    fn multiply(
+        &self,
+        b: &mut FunctionBuilder,
+        accumulators: &[Variable],
+        columns: &[Value],
+        broadcasts: &[Broadcast],
+    ) {
+        let weights_in_rows = self.rows == RowOperand::WeightPanels;
+        let columns: Vec<Prepared> = columns
+            .iter()
+            .map(|&v| self.prepare(b, v, !weights_in_rows))
+            .collect();
+        for (r, &group) in broadcasts.iter().enumerate() {
+            // Loaded as an f32 right before the splat: x64 folds that load into
+            // `vbroadcastss m32` (an i32 splat is a GPR load, `vmovd` and `vpbroadcastd`).
+            let bytes = match group {
+                Broadcast::Load(base, offset) => {
+                    let group = b.ins().load(types::F32, flags(), base, offset);
+                    let splat = b.ins().splat(types::F32X4, group);
+                    b.ins().bitcast(types::I8X16, little(), splat)
+                }
+                Broadcast::Value(value) => {
+                    let splat = b.ins().splat(types::I32X4, value);
+                    b.ins().bitcast(types::I8X16, little(), splat)
+                }
+            };
+            let row = self.prepare(b, bytes, weights_in_rows);
+            for (v, &column) in columns.iter().enumerate() {
+                let var = accumulators[r * columns.len() + v];
+                let acc = b.use_var(var);
+                let (signed, unsigned) = if weights_in_rows {
+                    (row, column)
+                } else {
+                    (column, row)
+                };
+                let sum = self.dot(b, signed, unsigned, acc);
+                b.def_var(var, sum);
+            }
+        }
+    }
+
+    fn prepare(&self, b: &mut FunctionBuilder, bytes: Value, signed: bool) -> Prepared {
+        match self.dot {
+            DotProduct::Vnni => Prepared::Bytes(bytes),
+            DotProduct::Widening if signed => {
+                Prepared::Halves(b.ins().swiden_low(bytes), b.ins().swiden_high(bytes))
+            }
+            DotProduct::Widening => {
+                Prepared::Halves(b.ins().uwiden_low(bytes), b.ins().uwiden_high(bytes))
+            }
+        }
+    }
+
+    /// `acc + Σ_{j<4} s[4i+j]·u[4i+j]` per lane `i`, `s` signed and `u` unsigned bytes.
+    ///
+    /// The tree form is exactly what Cranelift 0.135 folds into `vpdpbusd acc, u, s`: the
+    /// product `imul(swiden(s), uwiden(u))` with the signed operand first, computed once per
+    /// half and shared by both of its widenings, and the accumulator as the *second* operand
+    /// of the final `iadd`. Any other arrangement computes the same value without the fold.
+    fn dot(&self, b: &mut FunctionBuilder, s: Prepared, u: Prepared, acc: Value) -> Value {
+        let products = match (s, u) {
+            (Prepared::Bytes(s), Prepared::Bytes(u)) => {
+                let s_low = b.ins().swiden_low(s);
+                let u_low = b.ins().uwiden_low(u);
+                let low = b.ins().imul(s_low, u_low);
+                let s_high = b.ins().swiden_high(s);
+                let u_high = b.ins().uwiden_high(u);
+                let high = b.ins().imul(s_high, u_high);
+                let low_pairs = Self::pair_sums_i16(b, low);
+                let high_pairs = Self::pair_sums_i16(b, high);
+                b.ins().iadd_pairwise(low_pairs, high_pairs)
+            }
+            (Prepared::Halves(s_low, s_high), Prepared::Halves(u_low, u_high)) => {
+                let low = Self::multiply_add_pairs(b, s_low, u_low);
+                let high = Self::multiply_add_pairs(b, s_high, u_high);
+                b.ins().iadd_pairwise(low, high)
+            }
+            // `prepare` makes both operands with the same `self.dot`.
+            _ => unreachable!("operands prepared for different dot products"),
+        };
+        b.ins().iadd(products, acc)
+    }
+
+    /// i16x8 → i32x4 sums of adjacent lanes, widened before adding.
+    fn pair_sums_i16(b: &mut FunctionBuilder, x: Value) -> Value {
+        let low = b.ins().swiden_low(x);
+        let high = b.ins().swiden_high(x);
+        b.ins().iadd_pairwise(low, high)
+    }
+
+    /// `[x0·y0 + x1·y1, …]` in i32 from i16x8 operands: the shape x86 lowers to `pmaddwd`.
+    fn multiply_add_pairs(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+        let (x_low, y_low) = (b.ins().swiden_low(x), b.ins().swiden_low(y));
+        let low = b.ins().imul(x_low, y_low);
+        let (x_high, y_high) = (b.ins().swiden_high(x), b.ins().swiden_high(y));
+        let high = b.ins().imul(x_high, y_high);
+        b.ins().iadd_pairwise(low, high)
+    }
+
+    /// Per-row requantization on vectors of the tile on the stack, then the byte store
+    /// (through a stack buffer for a narrower edge panel).
+    fn store_per_row(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        ops: &QPanelOperands,
+        row: Value,
+        rows: u32,
+        tile: Value,
+    ) {
+        let vectors = self.vectors();
+        let nr = self.nr() as usize;
+        let edge = ops.columns.map(|columns| {
+            let slot =
+                b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
+            (columns, b.ins().stack_addr(context.pointer, slot, 0))
+        });
+        for r in 0..rows as usize {
+            let index = b.ins().iadd_imm_s(row, r as i64);
+            let record_offset = b.ins().imul_imm_s(index, RECORD_BYTES as i64);
+            let record = b.ins().iadd(ops.records, record_offset);
+            let requant = self.output.load_row(b, record);
+            let values: Vec<Value> = (0..vectors)
+                .map(|v| {
+                    let offset = ((r * vectors + v) * 16) as i32;
+                    let sum = b.ins().load(types::I32X4, flags(), tile, offset);
+                    self.output.requantize_vector(b, &requant, sum)
+                })
+                .collect();
+            let c_offset = b.ins().imul(index, ops.ldc);
+            let c_row = b.ins().iadd(ops.c, c_offset);
+            match edge {
+                None => self.store_bytes(b, &values, c_row),
+                Some((columns, buffer)) => {
+                    self.store_bytes(b, &values, buffer);
+                    let zero = b.ins().iconst(context.pointer, 0);
+                    counted_loop(b, context.pointer, zero, columns, 1, |b, j| {
+                        let source = b.ins().iadd(buffer, j);
+                        let byte = b.ins().load(types::I8, flags(), source, 0);
+                        let target = b.ins().iadd(c_row, j);
+                        b.ins().store(flags(), byte, target, 0);
+                    });
+                }
+            }
+        }
+        debug_assert!(nr <= 16, "the edge buffer holds one vector of bytes");
+    }
+
+    /// Clamped i32 vectors → bytes, stored at `target` (4 bytes per vector).
+    fn store_bytes(&self, b: &mut FunctionBuilder, values: &[Value], target: Value) {
+        for (chunk_index, chunk) in values.chunks(4).enumerate() {
+            let first = chunk[0];
+            let at = |i: usize| chunk.get(i).copied().unwrap_or(first);
+            let words_low = b.ins().snarrow(at(0), at(1));
+            let words_high = b.ins().snarrow(at(2), at(3));
+            let bytes = if self.output.signed {
+                b.ins().snarrow(words_low, words_high)
+            } else {
+                b.ins().unarrow(words_low, words_high)
+            };
+            let base = chunk_index as i32 * 16;
+            if chunk.len() == 4 {
+                b.ins().store(flags(), bytes, target, base);
+            } else {
+                let words = b.ins().bitcast(types::I32X4, little(), bytes);
+                for lane in 0..chunk.len() {
+                    let word = b.ins().extractlane(words, lane as u8);
+                    b.ins().store(flags(), word, target, base + 4 * lane as i32);
+                }
+            }
+        }
+    }
+
+    /// Per-column requantization of the tile on the stack: every element with its column's
+    /// record (scalar 64-bit arithmetic).
+    fn store_per_column(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        ops: &QPanelOperands,
+        row: Value,
+        rows: u32,
+        tile: Value,
+    ) {
+        let pointer = context.pointer;
+        let nr = self.nr() as usize;
+        let columns = ops
+            .columns
+            .unwrap_or_else(|| b.ins().iconst(pointer, nr as i64));
+        let zero = b.ins().iconst(pointer, 0);
+        for r in 0..rows as usize {
+            let index = b.ins().iadd_imm_s(row, r as i64);
+            let c_offset = b.ins().imul(index, ops.ldc);
+            let c_row = b.ins().iadd(ops.c, c_offset);
+            let tile_row = b.ins().iadd_imm_s(tile, (r * nr * 4) as i64);
+            counted_loop(b, pointer, zero, columns, 1, |b, j| {
+                let offset = b.ins().ishl_imm_u(j, 2);
+                let source = b.ins().iadd(tile_row, offset);
+                let sum = b.ins().load(types::I32, flags(), source, 0);
+                let record_offset = b.ins().imul_imm_s(j, RECORD_BYTES as i64);
+                let record = b.ins().iadd(ops.records, record_offset);
+                let value = self.output.requantize_scalar(b, record, sum);
+                let target = b.ins().iadd(c_row, j);
+                b.ins().istore8(flags(), value, target, 0);
+            });
+        }
+    }
+}
+
+/// Lane-count-changing bitcasts need an explicit byte order.
+pub(crate) fn little() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// A two-operand byte shuffle (`indices` 0-15 from the first operand, 16-31 the second).
+pub(crate) fn shuffle_mask(b: &mut FunctionBuilder, indices: [u8; 16]) -> Immediate {
+    b.func.dfg.immediates.push(ConstantData::from(&indices[..]))
+}
