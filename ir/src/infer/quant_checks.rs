@@ -1,0 +1,144 @@
+//! Operand checks of the quantized ops (ONNX QLinear*/Integer ops and qcc's realized int8
+//! ops): types, zero points and quantization parameters.
+
+use super::R;
+use crate::dtype::{DType, TensorType};
+
+pub(super) fn expect_float(t: &TensorType, what: &str) -> R<()> {
+    if t.dtype.is_float() {
+        Ok(())
+    } else {
+        Err(format!("{what} must be f32 or f16, is {}", t.dtype))
+    }
+}
+
+/// The operands of a realized int8 op (QuantizedConv, QuantizedMatMul): activations u8 or
+/// i8 per tensor, weights i8 per tensor or per channel along `weight_axis`, output u8 or i8
+/// per tensor with a clamp inside its range, and representable requantization multipliers.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn realized_operands(
+    qx: &crate::QParams,
+    x: &TensorType,
+    x_name: &str,
+    qw: &crate::QParams,
+    w: &TensorType,
+    w_name: &str,
+    weight_axis: usize,
+    y: &crate::QParams,
+    clamp: Option<(i32, i32)>,
+) -> R<()> {
+    expect_8bit(x, x_name)?;
+    qparams_match(qx, x, x_name)?;
+    if w.dtype != DType::I8 {
+        return Err(format!("{w_name} must be i8, is {}", w.dtype));
+    }
+    qparams_match(qw, w, w_name)?;
+    if !qx.is_per_tensor() || qw.axis().is_some_and(|a| a != weight_axis) {
+        return Err(format!(
+            "{x_name} must be quantized per tensor, {w_name} per tensor or per channel along \
+             axis {weight_axis}"
+        ));
+    }
+    if !y.dtype().is_quantized() || !y.is_per_tensor() {
+        return Err(format!("the output must be u8 or i8 per tensor, is {y}"));
+    }
+    if let Some((lo, hi)) = clamp {
+        let (min, max) = crate::quant::quant_range(y.dtype()).unwrap_or((0, -1));
+        if lo > hi || (lo as i64) < min || (hi as i64) > max {
+            return Err(format!(
+                "clamp [{lo}, {hi}] is not a range inside {}",
+                y.dtype()
+            ));
+        }
+    }
+    crate::op::requant_multipliers(qx, qw, y).map_err(|e| format!("requantization: {e}"))?;
+    Ok(())
+}
+
+pub(super) fn expect_i32_bias(b: &TensorType) -> R<()> {
+    if b.dtype == DType::I32 {
+        Ok(())
+    } else {
+        Err(format!("bias must be i32, is {}", b.dtype))
+    }
+}
+
+pub(super) fn expect_8bit(t: &TensorType, what: &str) -> R<()> {
+    if t.dtype.is_quantized() {
+        Ok(())
+    } else {
+        Err(format!("{what} must be i8 or u8, is {}", t.dtype))
+    }
+}
+
+pub(super) fn same_dtype(a: &TensorType, b: &TensorType, what: &str) -> R<()> {
+    if a.dtype == b.dtype {
+        Ok(())
+    } else {
+        Err(format!("{what} has type {}, expected {}", b.dtype, a.dtype))
+    }
+}
+
+pub(super) fn check_axis(axis: usize, rank: usize) -> R<()> {
+    if axis < rank {
+        Ok(())
+    } else {
+        Err(format!("axis {axis} out of range for rank {rank}"))
+    }
+}
+
+/// The quantized tensor `t` is of the parameters' type and their channel axis fits it.
+pub(super) fn qparams_match(q: &crate::QParams, t: &TensorType, what: &str) -> R<()> {
+    if q.dtype() != t.dtype {
+        return Err(format!(
+            "{what} is {} but its quantization parameters are for {}",
+            t.dtype,
+            q.dtype()
+        ));
+    }
+    qparams_fit(q, t)
+}
+
+/// Zero points of ConvInteger/MatMulInteger: one, or one per channel, inside the type's range.
+pub(super) fn zero_point_fits(zp: &crate::ZeroPoint, t: &TensorType, what: &str) -> R<()> {
+    let n = match zp.axis {
+        None => 1,
+        Some(a) => {
+            check_axis(a, t.rank())?;
+            t.dims()[a]
+        }
+    };
+    if zp.values.len() != n {
+        return Err(format!(
+            "{what} has {} zero points, expected {n}",
+            zp.values.len()
+        ));
+    }
+    let (lo, hi) =
+        crate::quant::quant_range(t.dtype).ok_or_else(|| format!("{what} is not quantized"))?;
+    if let Some(v) = zp
+        .values
+        .iter()
+        .find(|&&v| (v as i64) < lo || (v as i64) > hi)
+    {
+        return Err(format!(
+            "{what} zero point {v} is outside the range of {}",
+            t.dtype
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn qparams_fit(q: &crate::QParams, t: &TensorType) -> R<()> {
+    if let Some(axis) = q.axis() {
+        check_axis(axis, t.rank())?;
+        if t.dims()[axis] != q.scales().len() {
+            return Err(format!(
+                "{} per-channel scales for axis {axis} of size {}",
+                q.scales().len(),
+                t.dims()[axis]
+            ));
+        }
+    }
+    Ok(())
+}
