@@ -9,8 +9,8 @@
 
 pub mod canonical;
 pub mod egraph;
-pub mod quant;
 mod manager;
+pub mod quant;
 #[cfg(test)]
 mod testing;
 
