@@ -41,29 +41,6 @@ pub struct ConvKernel {
     micro: MicroKernel,
 }
 
-/// The node's geometry, with a 1×1 stride-1 unpadded convolution seen as one long row (its
-/// im2col matrix is the input itself, so this only makes panels contiguous).
-fn walk_geometry(g: &ConvGeometry) -> ConvGeometry {
-    let pointwise = g.kernel_h == 1
-        && g.kernel_w == 1
-        && g.stride_h == 1
-        && g.stride_w == 1
-        && !g.has_padding();
-    if pointwise {
-        ConvGeometry {
-            in_h: 1,
-            in_w: g.in_h * g.in_w,
-            out_h: 1,
-            out_w: g.out_h * g.out_w,
-            dilation_h: 1,
-            dilation_w: 1,
-            ..*g
-        }
-    } else {
-        *g
-    }
-}
-
 /// Per-image, per-group pointers.
 #[derive(Clone, Copy)]
 struct GroupPointers {
@@ -87,7 +64,7 @@ impl ConvKernel {
         epilogue: TileEpilogue,
         k_unroll: u32,
     ) -> Result<ConvKernel, KernelError> {
-        let geometry = walk_geometry(geometry);
+        let geometry = geometry.walked();
         let g = &geometry;
         let micro = MicroKernel::new(tile, ALayout::Panels, epilogue, k_unroll);
         let op = format!(
@@ -384,23 +361,9 @@ impl Kernel for ConvKernel {
                     scratch,
                     zero: zero_address,
                 };
-                let full_panels = out_plane / nr;
-                let edge = out_plane % nr;
-                let oh = b.declare_var(pointer);
-                let ow = b.declare_var(pointer);
-                b.def_var(oh, zero);
-                b.def_var(ow, zero);
-                let full_end = b.ins().iconst(pointer, (full_panels * nr) as i64);
-                let edge_start = counted_loop(b, pointer, zero, full_end, nr as i64, |b, p0| {
-                    let start = (b.use_var(oh), b.use_var(ow));
-                    let (next_oh, next_ow) = self.panel(b, context, &pointers, p0, start, nr);
-                    b.def_var(oh, next_oh);
-                    b.def_var(ow, next_ow);
+                walk_panels(b, pointer, out_plane, nr, |b, p0, start, width| {
+                    self.panel(b, context, &pointers, p0, start, width)
                 });
-                if edge > 0 {
-                    let start = (b.use_var(oh), b.use_var(ow));
-                    self.panel(b, context, &pointers, edge_start, start, edge);
-                }
             });
         });
         b.ins().return_(&[]);
@@ -492,3 +455,34 @@ pub fn lower_conv(
 #[cfg(test)]
 #[path = "conv_tests.rs"]
 mod tests;
+
+/// Walks the `out_plane` output pixels of one image and group in panels of `nr`, then one
+/// narrower edge panel: `panel(b, first_pixel, (oh, ow) of the first pixel, width)` emits a
+/// panel and returns the `(oh, ow)` of the pixel after it. Shared by the fp32 and int8
+/// convolutions.
+pub(crate) fn walk_panels(
+    b: &mut FunctionBuilder,
+    pointer: cranelift_codegen::ir::Type,
+    out_plane: usize,
+    nr: usize,
+    mut panel: impl FnMut(&mut FunctionBuilder, Value, (Value, Value), usize) -> (Value, Value),
+) {
+    let zero = b.ins().iconst(pointer, 0);
+    let full_panels = out_plane / nr;
+    let edge = out_plane % nr;
+    let oh = b.declare_var(pointer);
+    let ow = b.declare_var(pointer);
+    b.def_var(oh, zero);
+    b.def_var(ow, zero);
+    let full_end = b.ins().iconst(pointer, (full_panels * nr) as i64);
+    let edge_start = counted_loop(b, pointer, zero, full_end, nr as i64, |b, p0| {
+        let start = (b.use_var(oh), b.use_var(ow));
+        let (next_oh, next_ow) = panel(b, p0, start, nr);
+        b.def_var(oh, next_oh);
+        b.def_var(ow, next_ow);
+    });
+    if edge > 0 {
+        let start = (b.use_var(oh), b.use_var(ow));
+        panel(b, edge_start, start, edge);
+    }
+}

@@ -257,6 +257,30 @@ impl ConvGeometry {
         self.batch * self.out_channels * self.out_h * self.out_w * self.reduction()
     }
 
+    /// The geometry a convolution kernel walks: a 1×1, stride-1, unpadded convolution is one
+    /// row of `H·W` pixels (its im2col matrix is the input itself), so all its panels but the
+    /// last are contiguous and take the vector packing path.
+    pub fn walked(&self) -> ConvGeometry {
+        let pointwise = self.kernel_h == 1
+            && self.kernel_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && !self.has_padding();
+        if pointwise {
+            ConvGeometry {
+                in_h: 1,
+                in_w: self.in_h * self.in_w,
+                out_h: 1,
+                out_w: self.out_h * self.out_w,
+                dilation_h: 1,
+                dilation_w: 1,
+                ..*self
+            }
+        } else {
+            *self
+        }
+    }
+
     /// The geometry spelled for symbol names and reports: `k3x3_s2x2_d1x1_p1,1,1,1_g1`.
     pub fn short_name(&self) -> String {
         format!(

@@ -21,6 +21,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use super::microkernel::{shuffle_mask, QMicroKernel, QPanelOperands, K_GROUP};
 use super::requant::RECORD_BYTES;
+use crate::lower::conv::walk_panels;
 use crate::lower::kernel::{counted_loop, flags, Kernel, KernelContext, KernelError, KernelSpec};
 use crate::lower::node::ConvGeometry;
 
@@ -60,7 +61,7 @@ pub fn packed_reduction(geometry: &ConvGeometry) -> usize {
 }
 
 impl QConvKernel {
-    /// `geometry` must already be the walk geometry (see `super::walk_geometry`).
+    /// `geometry` must already be the walk geometry (`ConvGeometry::walked`).
     pub(crate) fn new(
         spec: KernelSpec,
         geometry: ConvGeometry,
@@ -389,23 +390,9 @@ impl Kernel for QConvKernel {
                     scratch,
                     pad,
                 };
-                let full_panels = out_plane / nr;
-                let edge = out_plane % nr;
-                let oh = b.declare_var(pointer);
-                let ow = b.declare_var(pointer);
-                b.def_var(oh, zero);
-                b.def_var(ow, zero);
-                let full_end = b.ins().iconst(pointer, (full_panels * nr) as i64);
-                let edge_start = counted_loop(b, pointer, zero, full_end, nr as i64, |b, p0| {
-                    let start = (b.use_var(oh), b.use_var(ow));
-                    let (next_oh, next_ow) = self.panel(b, context, &pointers, p0, start, nr);
-                    b.def_var(oh, next_oh);
-                    b.def_var(ow, next_ow);
+                walk_panels(b, pointer, out_plane, nr, |b, p0, start, width| {
+                    self.panel(b, context, &pointers, p0, start, width)
                 });
-                if edge > 0 {
-                    let start = (b.use_var(oh), b.use_var(ow));
-                    self.panel(b, context, &pointers, edge_start, start, edge);
-                }
             });
         });
         b.ins().return_(&[]);

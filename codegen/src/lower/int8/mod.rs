@@ -159,29 +159,6 @@ pub(crate) fn check_input_zero_point(kernel: &str, zero_point: i32) -> Result<u8
     })
 }
 
-/// The geometry the convolution walks: a 1×1, stride-1, unpadded convolution is one row of
-/// `H·W` pixels, so all its panels but the last take the vector packing path.
-fn walk_geometry(g: &ConvGeometry) -> ConvGeometry {
-    let pointwise = g.kernel_h == 1
-        && g.kernel_w == 1
-        && g.stride_h == 1
-        && g.stride_w == 1
-        && !g.has_padding();
-    if pointwise {
-        ConvGeometry {
-            in_h: 1,
-            in_w: g.in_h * g.in_w,
-            out_h: 1,
-            out_w: g.out_h * g.out_w,
-            dilation_h: 1,
-            dilation_w: 1,
-            ..*g
-        }
-    } else {
-        *g
-    }
-}
-
 /// Lowers an int8 convolution for `target` with its default kernel choice.
 pub fn lower_qconv(target: &Target, params: &QConvParams) -> Result<NodeLowering, KernelError> {
     lower_qconv_with(target.arch(), Int8Choice::for_target(target), params)
@@ -193,7 +170,7 @@ pub fn lower_qconv_with(
     choice: Int8Choice,
     params: &QConvParams,
 ) -> Result<NodeLowering, KernelError> {
-    let g = walk_geometry(&params.geometry);
+    let g = params.geometry.walked();
     let kernel_name = "int8 Conv";
     let fail = |reason: String| unsupported(kernel_name, reason);
     if g.group == 0
