@@ -265,17 +265,7 @@ impl ConvKernel {
         let g = &self.geometry;
         let nr = self.micro.nr() as usize;
         let pointer = context.pointer;
-        let mut pixels = Vec::with_capacity(nr + 1);
-        let (mut oh, mut ow) = start;
-        let zero = b.ins().iconst(pointer, 0);
-        for _ in 0..=nr {
-            pixels.push((oh, ow));
-            let next_ow = b.ins().iadd_imm_s(ow, 1);
-            let wrap = b.ins().icmp_imm_s(IntCC::Equal, next_ow, g.out_w as i64);
-            let next_oh = b.ins().iadd_imm_s(oh, 1);
-            ow = b.ins().select(wrap, zero, next_ow);
-            oh = b.ins().select(wrap, next_oh, oh);
-        }
+        let pixels = panel_pixels(b, pointer, start, nr, g.out_w);
         let next = pixels[nr];
         self.pack_panel(b, context, group, &pixels[..nr], valid);
         let cout_g = g.out_channels / g.group;
@@ -485,4 +475,27 @@ pub(crate) fn walk_panels(
         let start = (b.use_var(oh), b.use_var(ow));
         panel(b, edge_start, start, edge);
     }
+}
+
+/// The `(oh, ow)` output coordinates of the `nr` pixels of a panel starting at `start`, plus
+/// the pixel after it (`nr + 1` entries), stepping along rows of `out_w` pixels.
+pub(crate) fn panel_pixels(
+    b: &mut FunctionBuilder,
+    pointer: cranelift_codegen::ir::Type,
+    start: (Value, Value),
+    nr: usize,
+    out_w: usize,
+) -> Vec<(Value, Value)> {
+    let zero = b.ins().iconst(pointer, 0);
+    let mut pixels = Vec::with_capacity(nr + 1);
+    let (mut oh, mut ow) = start;
+    for _ in 0..=nr {
+        pixels.push((oh, ow));
+        let next_ow = b.ins().iadd_imm_s(ow, 1);
+        let wrap = b.ins().icmp_imm_s(IntCC::Equal, next_ow, out_w as i64);
+        let next_oh = b.ins().iadd_imm_s(oh, 1);
+        ow = b.ins().select(wrap, zero, next_ow);
+        oh = b.ins().select(wrap, next_oh, oh);
+    }
+    pixels
 }

@@ -21,7 +21,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use super::microkernel::{shuffle_mask, QMicroKernel, QPanelOperands, K_GROUP};
 use super::requant::RECORD_BYTES;
-use crate::lower::conv::walk_panels;
+use crate::lower::conv::{panel_pixels, walk_panels};
 use crate::lower::kernel::{counted_loop, flags, Kernel, KernelContext, KernelError, KernelSpec};
 use crate::lower::node::ConvGeometry;
 
@@ -287,17 +287,8 @@ impl QConvKernel {
         let g = &self.geometry;
         let nr = self.micro.nr() as usize;
         let pointer = context.pointer;
-        let mut pixels = Vec::with_capacity(nr + 1);
-        let (mut oh, mut ow) = start;
         let zero = b.ins().iconst(pointer, 0);
-        for _ in 0..=nr {
-            pixels.push((oh, ow));
-            let next_ow = b.ins().iadd_imm_s(ow, 1);
-            let wrap = b.ins().icmp_imm_s(IntCC::Equal, next_ow, g.out_w as i64);
-            let next_oh = b.ins().iadd_imm_s(oh, 1);
-            ow = b.ins().select(wrap, zero, next_ow);
-            oh = b.ins().select(wrap, next_oh, oh);
-        }
+        let pixels = panel_pixels(b, pointer, start, nr, g.out_w);
         let next = pixels[nr];
         self.pack_panel(b, context, group, &pixels[..nr], valid);
         let cout_g = g.out_channels / g.group;
