@@ -71,7 +71,9 @@ impl OpKind {
             | Op::DequantizeLinear(_)
             | Op::DynamicQuantizeLinear
             | Op::QuantizedConv { .. }
-            | Op::QuantizedMatMul { .. } => OpKind::Quantization,
+            | Op::QuantizedMatMul { .. }
+            | Op::QuantizedAdd { .. }
+            | Op::QuantizedGlobalAveragePool { .. } => OpKind::Quantization,
         }
     }
 

@@ -80,6 +80,12 @@ pub fn node_flops(g: &Graph, n: NodeId) -> u64 {
             let macs_per_output: u64 = w[1..].iter().map(|&d| d as u64).product();
             out * (2 * macs_per_output + 2)
         }
+        // Two scaled inputs summed, one rounding.
+        Op::QuantizedAdd { .. } => 3 * out,
+        Op::QuantizedGlobalAveragePool { .. } => {
+            let x = dims(0);
+            x.iter().map(|&d| d as u64).product::<u64>() + out
+        }
         Op::QuantizedMatMul { .. } => {
             let a = dims(0);
             let bias = (node.inputs.len() > 2) as u64;

@@ -7,7 +7,7 @@
 
 use crate::dtype::DType;
 use crate::quant::{QParams, ZeroPoint};
-use crate::requant::{FixedPoint, FixedPointError};
+use crate::requant::{AddMultipliers, FixedPoint, FixedPointError};
 use crate::tensor::Tensor;
 
 /// How a convolution or pooling window is padded.
@@ -274,6 +274,30 @@ pub enum Op {
         /// As [`Op::QuantizedConv`]'s.
         clamp: Option<(i32, i32)>,
     },
+    /// qcc's realized int8 addition (a residual Add whose two inputs are quantized, the
+    /// `QuantizeBothInputs` profiles). Inputs a, b: u8 or i8 per tensor, **same shape** as the
+    /// output (a broadcasting add is not realized). With
+    /// `(a_m, b_m, n) = `[`add_multipliers`]`(a, b, y)`, element-wise:
+    ///
+    /// ```text
+    /// q = sat_y(zp_y + ((a_m·(a − zp_a) + b_m·(b − zp_b) + 2^(n-1)) >> n))
+    /// ```
+    ///
+    /// then clamp to `clamp` (a fused ReLU/ReLU6), as [`crate::requant::AddMultipliers`].
+    QuantizedAdd {
+        a: QParams,
+        b: QParams,
+        y: QParams,
+        clamp: Option<(i32, i32)>,
+    },
+    /// qcc's realized int8 global average pool. Input x `[N, C, *spatial]` (u8 or i8 per
+    /// tensor), output `[N, C, 1, ...]` of y's type:
+    /// `q = sat_y(zp_y + M.apply(Σ_spatial (x − zp_x)))` with
+    /// `M = FixedPoint::from_real(s_x / (s_y · spatial size))` ([`pool_multiplier`]).
+    QuantizedGlobalAveragePool {
+        x: QParams,
+        y: QParams,
+    },
 }
 
 /// The requantization multipliers of a realized int8 op ([`Op::QuantizedConv`],
@@ -305,6 +329,28 @@ pub fn residual_multipliers(
         .iter()
         .map(|&s_w| FixedPoint::from_real(s_r / (s_x * s_w as f64)))
         .collect()
+}
+
+/// The multipliers of [`Op::QuantizedAdd`]: `s_a / s_y` and `s_b / s_y` in f64, over one
+/// shift ([`AddMultipliers::from_ratios`]).
+pub fn add_multipliers(
+    a: &QParams,
+    b: &QParams,
+    y: &QParams,
+) -> Result<AddMultipliers, FixedPointError> {
+    let s_y = y.scales()[0] as f64;
+    AddMultipliers::from_ratios(a.scales()[0] as f64 / s_y, b.scales()[0] as f64 / s_y)
+}
+
+/// The multiplier of [`Op::QuantizedGlobalAveragePool`] over `window` elements:
+/// `FixedPoint::from_real(s_x / (s_y · window))`, in f64.
+pub fn pool_multiplier(
+    x: &QParams,
+    y: &QParams,
+    window: usize,
+) -> Result<FixedPoint, FixedPointError> {
+    let (s_x, s_y) = (x.scales()[0] as f64, y.scales()[0] as f64);
+    FixedPoint::from_real(s_x / (s_y * window.max(1) as f64))
 }
 
 impl Op {
@@ -365,6 +411,8 @@ impl Op {
             Op::FusedGemm { .. } => "FusedGemm",
             Op::QuantizedConv { .. } => "QuantizedConv",
             Op::QuantizedMatMul { .. } => "QuantizedMatMul",
+            Op::QuantizedAdd { .. } => "QuantizedAdd",
+            Op::QuantizedGlobalAveragePool { .. } => "QuantizedGlobalAveragePool",
         }
     }
 
@@ -416,7 +464,8 @@ impl Op {
             | Op::Gather { .. }
             | Op::QLinearMatMul { .. }
             | Op::ConvInteger { .. }
-            | Op::MatMulInteger { .. } => (2, Some(2)),
+            | Op::MatMulInteger { .. }
+            | Op::QuantizedAdd { .. } => (2, Some(2)),
             Op::Sum | Op::Concat { .. } => (1, None),
             Op::ConstantOfShape { .. } => (0, Some(0)),
             _ => (1, Some(1)),

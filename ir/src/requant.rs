@@ -118,6 +118,70 @@ impl FixedPoint {
     }
 }
 
+/// The multipliers of an int8 addition ([`crate::op::Op::QuantizedAdd`]):
+/// `r_a = s_a / s_y` and `r_b = s_b / s_y` as 15-bit integers over one shared shift,
+/// so that the sum of the two scaled inputs is rounded **once**:
+///
+/// ```text
+/// q_y = saturate(zp_y + ((a_m·(a − zp_a) + b_m·(b − zp_b) + 2^(n-1)) >> n))
+/// ```
+///
+/// (no rounding term when `n = 0`). `n` is the largest shift in `0..=30` with both
+/// multipliers below 2^15, so every product fits in i32 (`|a − zp_a| ≤ 255`): the kernels use
+/// 32-bit lanes. The relative error of each ratio is below 2^-14 of the larger one, far under
+/// one output step for the ranges 8-bit tensors have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddMultipliers {
+    pub a: i32,
+    pub b: i32,
+    pub shift: u32,
+}
+
+/// The largest multiplier an [`AddMultipliers`] may hold, exclusive.
+pub const ADD_MULTIPLIER_LIMIT: i64 = 1 << 15;
+
+impl AddMultipliers {
+    /// The multipliers for real ratios `r_a`, `r_b` (finite, ≥ 0, not both 0), each rounded
+    /// to nearest (half away from zero) at the shared shift.
+    pub fn from_ratios(r_a: f64, r_b: f64) -> Result<AddMultipliers, FixedPointError> {
+        for r in [r_a, r_b] {
+            if !(r.is_finite() && r >= 0.0) {
+                return Err(FixedPointError::NotPositive(r));
+            }
+        }
+        let largest = r_a.max(r_b);
+        if largest <= 0.0 {
+            return Err(FixedPointError::NotPositive(largest));
+        }
+        let fits = |n: u32| {
+            let scale = 2f64.powi(n as i32);
+            ((r_a * scale).round() as i64) < ADD_MULTIPLIER_LIMIT
+                && ((r_b * scale).round() as i64) < ADD_MULTIPLIER_LIMIT
+        };
+        let shift = (0..=30u32)
+            .rev()
+            .find(|&n| fits(n))
+            .ok_or(FixedPointError::OutOfRange(largest))?;
+        let scale = 2f64.powi(shift as i32);
+        Ok(AddMultipliers {
+            a: (r_a * scale).round() as i32,
+            b: (r_b * scale).round() as i32,
+            shift,
+        })
+    }
+
+    /// `(a_m·da + b_m·db + 2^(n-1)) >> n` for centred inputs `da = a − zp_a`, `db = b − zp_b`
+    /// (each within ±255: the sum then fits in i32).
+    pub fn apply(self, da: i32, db: i32) -> i32 {
+        let round = if self.shift == 0 {
+            0
+        } else {
+            1i32 << (self.shift - 1)
+        };
+        (self.a * da + self.b * db + round) >> self.shift
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

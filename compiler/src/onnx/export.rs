@@ -539,7 +539,10 @@ impl Writer<'_> {
             // round half toward +inf, so an "equivalent" export would differ by one step on
             // ties and near-ties. Refuse rather than write a model that silently disagrees;
             // the QDQ form before realization is the one to export.
-            Op::QuantizedConv { .. } | Op::QuantizedMatMul { .. } => {
+            Op::QuantizedConv { .. }
+            | Op::QuantizedMatMul { .. }
+            | Op::QuantizedAdd { .. }
+            | Op::QuantizedGlobalAveragePool { .. } => {
                 return Err(unsupported(
                     "qcc's realized int8 op (fixed-point requantization, rounding half toward \
                      +inf) has no exact ONNX equivalent; export the quantized graph in QDQ \

@@ -341,6 +341,12 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
         Op::QLinearMatMul { a, b, y } => {
             vec![("a", qparams(a)), ("b", qparams(b)), ("y", qparams(y))]
         }
+        Op::QuantizedAdd { a, b, y, clamp } => {
+            let mut attrs = vec![("a", qparams(a)), ("b", qparams(b)), ("y", qparams(y))];
+            attrs.extend(clamp.map(|(lo, hi)| ("clamp", list(&[lo, hi]))));
+            attrs
+        }
+        Op::QuantizedGlobalAveragePool { x, y } => vec![("x", qparams(x)), ("y", qparams(y))],
         Op::ConvInteger {
             conv,
             x_zero_point,
