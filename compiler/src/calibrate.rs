@@ -1,8 +1,10 @@
 //! `qcc calibrate`: statistics of every float tensor of a model over calibration samples.
 //!
-//! Each sample runs through the reference interpreter on the imported graph (every
-//! intermediate value exists there, before any fusion), and every f32 value that is not a
-//! constant feeds its [`TensorStats`] (min/max and a histogram: bounded memory whatever the
+//! Each sample runs through the reference interpreter on the graph as the `quantize` pass
+//! will see it: after the canonical passes and batch-norm folding
+//! ([`qcc_passes::calibration_pipeline`]), before any fusion, so every tensor the pass may
+//! quantize exists and has its name. Every f32 value that is not a constant feeds its
+//! [`TensorStats`] (min/max and a histogram: bounded memory whatever the
 //! number of samples). Weights (f32 constants of rank ≥ 2) get per-output-channel ranges.
 //! The file stores statistics, not scales, so a different profile or range method needs no
 //! new run.
@@ -29,6 +31,10 @@ pub fn calibrate(
     progress: bool,
 ) -> Result<CalibrationStats, DriverError> {
     let samples = load_samples(graph, source, limit)?;
+    let mut prepared = graph.clone();
+    let opts = crate::driver::pipeline_options(None);
+    qcc_passes::calibration_pipeline(&opts).run(&mut prepared, None, None)?;
+    let graph = &prepared;
     let model_name = model
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

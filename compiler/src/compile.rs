@@ -9,6 +9,8 @@ use qcc_codegen::{IsaOptions, Target};
 use qcc_ir::{Graph, Tensor};
 
 use crate::driver::{self, DriverError};
+use crate::quant_args::QuantArgs;
+use qcc_passes::quant::QuantizeOptions;
 
 /// Time spent in each stage of a compilation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,21 +69,34 @@ pub fn lower_model(
     target: &Target,
     batch: usize,
     name: &str,
+    quant: &QuantArgs,
 ) -> Result<Lowered, DriverError> {
+    let quantize = quant.options(path, target)?;
     let start = Instant::now();
     let graph = driver::load_model(path, batch)?;
     let import = start.elapsed();
-    let mut lowered = lower_graph(graph, target, name)
+    let mut lowered = lower_graph_quantized(graph, target, name, quantize)
         .map_err(|e| DriverError::Other(format!("{}: {e}", path.display())))?;
     lowered.times.import = import;
     Ok(lowered)
 }
 
-/// As [`lower_model`] for a graph already in memory (every dim bound).
-pub fn lower_graph(mut graph: Graph, target: &Target, name: &str) -> Result<Lowered, DriverError> {
+/// As [`lower_model`] for a float graph already in memory (every dim bound).
+pub fn lower_graph(graph: Graph, target: &Target, name: &str) -> Result<Lowered, DriverError> {
+    lower_graph_quantized(graph, target, name, None)
+}
+
+/// As [`lower_model`] for a graph already in memory, quantized by `quantize` (int8 targets).
+pub fn lower_graph_quantized(
+    mut graph: Graph,
+    target: &Target,
+    name: &str,
+    quantize: Option<QuantizeOptions>,
+) -> Result<Lowered, DriverError> {
     let mut times = CompileTimes::default();
     let start = Instant::now();
-    let options = driver::pipeline_options(Some(target));
+    let mut options = driver::pipeline_options(Some(target));
+    options.quantize = quantize;
     driver::optimize(&mut graph, &options, None, None)?;
     times.passes = start.elapsed();
     let start = Instant::now();

@@ -14,5 +14,6 @@ pub mod driver;
 pub mod inspect;
 pub mod npy;
 pub mod onnx;
+pub mod quant_args;
 pub mod rng;
 pub mod zoo;

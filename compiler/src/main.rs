@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qcc::driver::{self, DriverError, InputSource};
+use qcc::quant_args::QuantArgs;
 use qcc::{bench, compile, inspect, npy, onnx, zoo};
 use qcc_ir::Graph;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ enum Command {
         /// on this machine, e.g. native-fp32). See `qcc targets`.
         #[arg(long, value_name = "TARGET")]
         target: Option<String>,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Compile a model into DIR/NAME.o (ELF, position independent, weights inside) and
     /// DIR/NAME.h (the C API: NAME_run, NAME_workspace_size, shapes).
@@ -89,6 +92,8 @@ enum Command {
         /// Print compile times, the memory plan and each layer's kernel to stdout.
         #[arg(long)]
         report: bool,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Compile for a target that runs here and measure latency (p50/p90/p99) and throughput.
     Bench {
@@ -124,6 +129,8 @@ enum Command {
         layer_repeats: usize,
         #[arg(long, default_value_t = 10)]
         top: usize,
+        #[command(flatten)]
+        quant: QuantArgs,
     },
     /// Collect per-tensor statistics (min/max, histograms; per-channel weight ranges) over
     /// calibration samples, for int8 quantization. The file stores statistics, not scales.
@@ -236,13 +243,14 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             batch,
             after_passes,
             target,
+            quant,
         } => {
             let target = target.as_deref().map(driver::parse_target).transpose()?;
             let files = driver::parse_input_specs(&inputs)?;
             let outputs = match target {
                 Some(target) if !reference => {
                     let name = default_name(&model);
-                    let mut lowered = compile::lower_model(&model, &target, batch, &name)?;
+                    let mut lowered = compile::lower_model(&model, &target, batch, &name, &quant)?;
                     let jit = compile::JitModel::new(&mut lowered)?;
                     eprintln!("{} ({})", lowered.times.summary(), target.name());
                     let prepared = driver::prepare_inputs(&lowered.graph, &files, seed)?;
@@ -253,9 +261,15 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                     jit.run(&tensors)?
                 }
                 target => {
+                    // An int8 target's reference is the interpreter on the quantized graph.
+                    let quantize = match &target {
+                        Some(t) => quant.options(&model, t)?,
+                        None => None,
+                    };
                     let mut g = driver::load_model(&model, batch)?;
-                    if after_passes {
-                        let opts = driver::pipeline_options(target.as_ref());
+                    if after_passes || quantize.is_some() {
+                        let mut opts = driver::pipeline_options(target.as_ref());
+                        opts.quantize = quantize;
                         let reports = driver::optimize(&mut g, &opts, None, None)?;
                         eprintln!("cost model: {}", opts.egraph.cost_model.name);
                         eprint!("{}", inspect::format_pass_report(&reports));
@@ -282,6 +296,7 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             name,
             batch,
             report,
+            quant,
         } => {
             let target = driver::parse_target(&target)?;
             let name = match name {
@@ -294,7 +309,7 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                 }
                 None => default_name(&model),
             };
-            let mut lowered = compile::lower_model(&model, &target, batch, &name)?;
+            let mut lowered = compile::lower_model(&model, &target, batch, &name, &quant)?;
             let files = compile::write_object(&mut lowered, &model, &output)?;
             if report {
                 print!("{}", compile::report(&lowered));
@@ -323,9 +338,11 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             layers,
             layer_repeats,
             top,
+            quant,
         } => {
             let target = driver::parse_target(&target)?;
-            let mut lowered = compile::lower_model(&model, &target, batch, &default_name(&model))?;
+            let mut lowered =
+                compile::lower_model(&model, &target, batch, &default_name(&model), &quant)?;
             let jit = if layers {
                 compile::JitModel::with_layer_entries(&mut lowered)?
             } else {

@@ -499,8 +499,21 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             }
             one(TensorType::new(y.dtype(), dims))
         }
-        Op::QuantizedAdd { .. } | Op::QuantizedGlobalAveragePool { .. } => {
-            Err("TODO(int8 add/pool): not inferred yet".to_string())
+        Op::QuantizedAdd {
+            a: qa,
+            b: qb,
+            y,
+            clamp,
+        } => one(realized_add_operands(
+            qa,
+            first()?,
+            qb,
+            inputs[1],
+            y,
+            *clamp,
+        )?),
+        Op::QuantizedGlobalAveragePool { x: qx, y } => {
+            one(realized_pool_operands(qx, first()?, y)?)
         }
         Op::ConvInteger {
             conv,
@@ -816,6 +829,7 @@ pub fn slice_ranges(
 }
 
 mod quant_checks;
+pub use quant_checks::MAX_POOL_WINDOW;
 use quant_checks::*;
 
 #[cfg(test)]

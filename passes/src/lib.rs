@@ -15,7 +15,8 @@ pub mod quant;
 mod testing;
 
 pub use manager::{
-    default_pipeline, pipeline_from_names, DumpFn, PassManager, PassReport, PipelineOptions,
+    calibration_pipeline, default_pipeline, pipeline_from_names, DumpFn, PassManager, PassReport,
+    PipelineOptions,
 };
 
 use qcc_ir::Graph;

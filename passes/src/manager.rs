@@ -99,13 +99,28 @@ impl PassManager {
 #[derive(Clone, Debug, Default)]
 pub struct PipelineOptions {
     pub egraph: crate::egraph::EgraphOptions,
+    /// Set for an int8 build: the `quantize` pass runs between batch-norm folding and
+    /// fusion.
+    pub quantize: Option<crate::quant::QuantizeOptions>,
 }
 
 /// The standard pipeline: the canonical clean-up passes, then the e-graph optimizer.
 pub fn default_pipeline(opts: &PipelineOptions) -> PassManager {
+    let mut pm = calibration_pipeline(opts);
+    if let Some(q) = &opts.quantize {
+        pm.add(crate::quant::InsertQdq::new(q.clone()));
+    }
+    crate::egraph::add_pass_by_name(&mut pm, "fuse", &opts.egraph);
+    pm
+}
+
+/// The passes before quantization: canonical clean-up and batch-norm folding. Calibration
+/// observes the graph they produce, so its statistics name exactly the tensors the
+/// `quantize` pass sees.
+pub fn calibration_pipeline(opts: &PipelineOptions) -> PassManager {
     let mut pm = PassManager::new();
     crate::canonical::add_canonical_passes(&mut pm);
-    crate::egraph::add_egraph_passes(&mut pm, &opts.egraph);
+    crate::egraph::add_pass_by_name(&mut pm, "fold-batchnorm", &opts.egraph);
     pm
 }
 

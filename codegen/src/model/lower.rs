@@ -100,6 +100,7 @@ pub fn lower_graph(graph: &Graph, target: &Target, name: &str) -> Result<Lowered
         reason,
     };
     let arch = target.arch();
+    let int8_build = target.precision() == crate::target::Precision::Int8;
     let plan = plan::plan(graph)?;
     let io = |values: &[ValueId]| -> Result<Vec<IoTensor>, LowerError> {
         values
@@ -144,7 +145,18 @@ pub fn lower_graph(graph: &Graph, target: &Target, name: &str) -> Result<Lowered
             op: node.op.display_name(),
             reason,
         };
-        let lowering = lower_node(graph, &plan, id, arch).map_err(node_error)?;
+        let mut lowering = lower_node(graph, &plan, id, target).map_err(node_error)?;
+        if int8_build
+            && lowering.fallback.is_none()
+            && is_float_compute(&node.op)
+            && !super::lower_int8::is_int8_node(graph, id)
+        {
+            lowering.fallback = Some(
+                "runs in fp32 in an int8 build (the profile, --exclude or its operands kept it \
+                 out of int8: see the `quantize` pass notes)"
+                    .to_string(),
+            );
+        }
         scratch_bytes = scratch_bytes.max(lowering.scratch_bytes);
         let step = context
             .step(&lowering, &node.inputs, &node.outputs)
@@ -336,6 +348,16 @@ fn macs(graph: &Graph, id: NodeId) -> usize {
             dims(graph, node.inputs[1]),
         )
         .map_or(0, |g| g.macs()),
+        Op::QuantizedConv { conv: attrs, .. } => ConvGeometry::new(
+            attrs,
+            dims(graph, node.inputs[0]),
+            dims(graph, node.inputs[1]),
+        )
+        .map_or(0, |g| g.macs()),
+        Op::QuantizedMatMul { .. } => {
+            let out: usize = dims(graph, node.outputs[0]).iter().product();
+            out * dims(graph, node.inputs[0]).last().copied().unwrap_or(0)
+        }
         Op::Gemm(_) | Op::FusedGemm { .. } | Op::MatMul => {
             let out: usize = dims(graph, node.outputs[0]).iter().product();
             // Each output element is a dot product over A's reduction axis.
@@ -352,13 +374,39 @@ fn macs(graph: &Graph, id: NodeId) -> usize {
     }
 }
 
+/// Ops that compute in f32 (not layout, not quantization): in an int8 build each one is a
+/// layer that runs less quickly than asked, and says so.
+fn is_float_compute(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv(_)
+            | Op::FusedConv { .. }
+            | Op::Gemm(_)
+            | Op::FusedGemm { .. }
+            | Op::MatMul
+            | Op::Binary(_)
+            | Op::Sum
+            | Op::Activation(_)
+            | Op::MaxPool(_)
+            | Op::AveragePool { .. }
+            | Op::GlobalAveragePool
+            | Op::GlobalMaxPool
+            | Op::Softmax { .. }
+            | Op::Lrn(_)
+    )
+}
+
 /// One node's kernel calls.
 fn lower_node(
     graph: &Graph,
     plan: &MemoryPlan,
     id: NodeId,
-    arch: Arch,
+    target: &Target,
 ) -> Result<NodeLowering, String> {
+    let arch = target.arch();
+    if let Some(lowering) = super::lower_int8::lower_int8_node(graph, plan, id, target) {
+        return lowering;
+    }
     let node = graph.node(id);
     for &v in node.inputs.iter().chain(&node.outputs) {
         let value = graph.value(v);
@@ -485,28 +533,12 @@ fn lower_node(
             })
         }
         Op::Concat { axis } => {
-            let out = plan.address(node.outputs[0]);
             let input_dims: Vec<Vec<usize>> = node
                 .inputs
                 .iter()
                 .map(|&v| dims(graph, v).to_vec())
                 .collect();
-            // An input already written into its slice by its producer needs no copy.
-            let outer: usize = input(0)[..*axis].iter().product();
-            let mut slice_offset = 0;
-            let mut copy = Vec::with_capacity(node.inputs.len());
-            for (i, &v) in node.inputs.iter().enumerate() {
-                let in_place = outer == 1
-                    && graph.constant(v).is_none()
-                    && match (plan.address(v), out) {
-                        (Some(a), Some(o)) => {
-                            a.region == o.region && a.offset == o.offset + slice_offset
-                        }
-                        _ => false,
-                    };
-                copy.push(!in_place);
-                slice_offset += graph.value(node.inputs[i]).ty.byte_size();
-            }
+            let copy = concat_copies(graph, plan, id, *axis);
             layout::lower_concat(arch, *axis, &input_dims, &copy).map_err(kernel_error)
         }
         Op::Flatten { .. }
@@ -560,6 +592,32 @@ fn lower_node(
             other.name()
         )),
     }
+}
+
+/// Which inputs of a Concat must be copied: an input already written into its slice of the
+/// output by its producer (the memory plan placed it there) needs no copy.
+pub(super) fn concat_copies(
+    graph: &Graph,
+    plan: &MemoryPlan,
+    id: NodeId,
+    axis: usize,
+) -> Vec<bool> {
+    let node = graph.node(id);
+    let out = plan.address(node.outputs[0]);
+    let outer: usize = dims(graph, node.inputs[0])[..axis].iter().product();
+    let mut slice_offset = 0;
+    let mut copy = Vec::with_capacity(node.inputs.len());
+    for &v in &node.inputs {
+        let in_place = outer == 1
+            && graph.constant(v).is_none()
+            && match (plan.address(v), out) {
+                (Some(a), Some(o)) => a.region == o.region && a.offset == o.offset + slice_offset,
+                _ => false,
+            };
+        copy.push(!in_place);
+        slice_offset += graph.value(v).ty.byte_size();
+    }
+    copy
 }
 
 /// `out = a op b` with broadcasting; `b_arg` is where `b` is read from.

@@ -4,6 +4,7 @@
 mod header;
 mod jit;
 mod lower;
+mod lower_int8;
 mod object;
 mod program;
 

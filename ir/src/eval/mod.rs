@@ -10,6 +10,8 @@
 //! produced exactly the inferred types: inference and evaluation cannot drift apart silently.
 
 mod conv;
+#[cfg(test)]
+mod eight_bit_tests;
 mod elementwise;
 mod kernel;
 mod matmul;
@@ -237,8 +239,16 @@ fn dispatch(op: &Op, inputs: &[&Tensor]) -> R<Vec<Tensor>> {
             inputs[1],
             inputs.get(2).copied(),
         )?),
-        Op::QuantizedAdd { .. } | Op::QuantizedGlobalAveragePool { .. } => {
-            return Err(op_err("TODO(int8 add/pool): not evaluated yet".to_string()))
+        Op::QuantizedAdd { a, b, y, clamp } => one(realized::quantized_add(
+            a,
+            b,
+            y,
+            *clamp,
+            first()?,
+            inputs[1],
+        )?),
+        Op::QuantizedGlobalAveragePool { x, y } => {
+            one(realized::quantized_global_average_pool(x, y, first()?)?)
         }
     }
 }

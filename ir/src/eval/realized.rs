@@ -1,17 +1,21 @@
-//! qcc's realized int8 ops, QuantizedConv and QuantizedMatMul: exact i32 accumulation, then
-//! qcc's one integer requantization policy ([`crate::requant::FixedPoint`]), so that compiled
-//! int8 code equals this interpreter bit for bit.
+//! qcc's realized int8 ops, QuantizedConv, QuantizedMatMul, QuantizedAdd and
+//! QuantizedGlobalAveragePool: exact i32 arithmetic, then qcc's one integer requantization
+//! policy ([`crate::requant::FixedPoint`], [`crate::requant::AddMultipliers`]), so that
+//! compiled int8 code equals this interpreter bit for bit.
 //!
 //! Unlike QLinearConv and QLinearMatMul (which follow onnxruntime's float requantization,
 //! see [`super::quant::requantize`]), nothing here touches floating point at run time: the
-//! multipliers come from the op's parameters through [`requant_multipliers`] and
-//! [`residual_multipliers`], the single source of truth shared with the back ends.
+//! multipliers come from the op's parameters through [`requant_multipliers`],
+//! [`residual_multipliers`], [`add_multipliers`] and [`pool_multiplier`], the single source
+//! of truth shared with the back ends.
 
 use super::conv::{centered, integer_accumulators};
 use super::matmul::batched_matmul;
 use super::quant::{int_tensor, int_values};
 use super::{op_err, R};
-use crate::op::{requant_multipliers, residual_multipliers, ConvAttrs};
+use crate::op::{
+    add_multipliers, pool_multiplier, requant_multipliers, residual_multipliers, ConvAttrs,
+};
 use crate::quant::{quant_range, QParams};
 use crate::requant::FixedPoint;
 use crate::tensor::Tensor;
@@ -26,37 +30,57 @@ pub(super) struct ConvQuant<'a> {
     pub clamp: Option<(i32, i32)>,
 }
 
-/// The output stage shared by both ops: multiplier per channel, zero point, saturation to
-/// the output type intersected with the fused clamp.
-struct OutputStage {
-    multipliers: Vec<FixedPoint>,
-    per_channel: bool,
+/// The last step of every realized op: add the output zero point, saturate to the output
+/// type and clamp to the fused bounds (the clamp lies inside the type's range, so the two
+/// bounds intersect).
+struct OutputRange {
     zero_point: i32,
     lo: i32,
     hi: i32,
 }
 
-impl OutputStage {
-    fn new(x: &QParams, w: &QParams, y: &QParams, clamp: Option<(i32, i32)>) -> R<OutputStage> {
-        let multipliers =
-            requant_multipliers(x, w, y).map_err(|e| op_err(format!("requantization: {e}")))?;
+impl OutputRange {
+    fn new(y: &QParams, clamp: Option<(i32, i32)>) -> R<OutputRange> {
         let (min, max) = quant_range(y.dtype())
             .filter(|_| y.dtype().is_quantized())
             .ok_or_else(|| op_err(format!("output type {} is not u8 or i8", y.dtype())))?;
         let (lo, hi) = clamp.unwrap_or((min as i32, max as i32));
-        Ok(OutputStage {
-            multipliers,
-            per_channel: w.axis().is_some(),
+        Ok(OutputRange {
             zero_point: y.zero_points()[0],
             lo: lo.max(min as i32),
             hi: hi.min(max as i32),
         })
     }
 
+    /// `clamp(sat(zp_y + scaled))`.
+    fn place(&self, scaled: i64) -> i32 {
+        (scaled + self.zero_point as i64).clamp(self.lo as i64, self.hi as i64) as i32
+    }
+}
+
+/// The output stage of QuantizedConv and QuantizedMatMul: multiplier per channel, then
+/// [`OutputRange`].
+struct OutputStage {
+    multipliers: Vec<FixedPoint>,
+    per_channel: bool,
+    range: OutputRange,
+}
+
+impl OutputStage {
+    fn new(x: &QParams, w: &QParams, y: &QParams, clamp: Option<(i32, i32)>) -> R<OutputStage> {
+        let multipliers =
+            requant_multipliers(x, w, y).map_err(|e| op_err(format!("requantization: {e}")))?;
+        Ok(OutputStage {
+            multipliers,
+            per_channel: w.axis().is_some(),
+            range: OutputRange::new(y, clamp)?,
+        })
+    }
+
     /// `clamp(sat(zp_y + M[c].apply(acc)))`.
     fn requantize(&self, acc: i32, channel: usize) -> i32 {
         let m = self.multipliers[if self.per_channel { channel } else { 0 }];
-        (m.apply(acc) + self.zero_point as i64).clamp(self.lo as i64, self.hi as i64) as i32
+        self.range.place(m.apply(acc))
     }
 }
 
@@ -152,6 +176,71 @@ pub(super) fn quantized_matmul(
     int_tensor(qy.dtype(), &dims, acc)
 }
 
+/// QuantizedAdd: element-wise `clamp(sat(zp_y + AddMultipliers::apply(a − zp_a, b − zp_b)))`
+/// on two inputs of the same dims; see [`crate::op::Op::QuantizedAdd`].
+pub(super) fn quantized_add(
+    qa: &QParams,
+    qb: &QParams,
+    qy: &QParams,
+    clamp: Option<(i32, i32)>,
+    a: &Tensor,
+    b: &Tensor,
+) -> R<Tensor> {
+    if a.dims() != b.dims() {
+        return Err(op_err(format!(
+            "QuantizedAdd takes inputs of equal dims, got {:?} and {:?}",
+            a.dims(),
+            b.dims()
+        )));
+    }
+    let multipliers =
+        add_multipliers(qa, qb, qy).map_err(|e| op_err(format!("add multipliers: {e}")))?;
+    let range = OutputRange::new(qy, clamp)?;
+    let da = centered(a, qa.zero_points(), None)?;
+    let db = centered(b, qb.zero_points(), None)?;
+    let out = da
+        .iter()
+        .zip(&db)
+        .map(|(&x, &y)| range.place(multipliers.apply(x, y) as i64))
+        .collect();
+    int_tensor(qy.dtype(), a.dims(), out)
+}
+
+/// QuantizedGlobalAveragePool: per (batch, channel) plane,
+/// `sat(zp_y + M.apply(Σ (x − zp_x)))`; see [`crate::op::Op::QuantizedGlobalAveragePool`].
+pub(super) fn quantized_global_average_pool(qx: &QParams, qy: &QParams, x: &Tensor) -> R<Tensor> {
+    let dims = x.dims();
+    if dims.len() < 3 {
+        return Err(op_err(format!(
+            "QuantizedGlobalAveragePool takes rank >= 3, got {dims:?}"
+        )));
+    }
+    let window: usize = dims[2..].iter().product();
+    let multiplier =
+        pool_multiplier(qx, qy, window).map_err(|e| op_err(format!("pool multiplier: {e}")))?;
+    let range = OutputRange::new(qy, None)?;
+    let centred = centered(x, qx.zero_points(), None)?;
+    let planes = dims[0] * dims[1];
+    let mut out = Vec::with_capacity(planes);
+    for p in 0..planes {
+        let sum: i64 = centred[p * window..][..window]
+            .iter()
+            .map(|&v| v as i64)
+            .sum();
+        // Inference bounds the window so that the sum always fits in i32.
+        let sum =
+            i32::try_from(sum).map_err(|_| op_err(format!("plane sum {sum} overflows i32")))?;
+        out.push(range.place(multiplier.apply(sum)));
+    }
+    let mut out_dims = dims[..2].to_vec();
+    out_dims.resize(dims.len(), 1);
+    int_tensor(qy.dtype(), &out_dims, out)
+}
+
 #[cfg(test)]
 #[path = "realized_tests.rs"]
-mod tests;
+pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "realized_add_pool_tests.rs"]
+mod add_pool_tests;

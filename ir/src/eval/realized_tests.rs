@@ -11,23 +11,23 @@ use crate::requant::FixedPoint;
 use crate::{DType, Tensor};
 
 /// xorshift64: deterministic random cases without a dependency.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
+    pub(crate) fn range(&mut self, lo: i32, hi: i32) -> i32 {
         lo + (self.next() % (hi - lo + 1) as u64) as i32
     }
     /// A value of `dtype`, the type's extremes a third of the time.
-    fn value(&mut self, dtype: DType) -> i32 {
+    pub(crate) fn value(&mut self, dtype: DType) -> i32 {
         let (lo, hi) = if dtype == DType::U8 {
             (0, 255)
         } else {
@@ -39,10 +39,10 @@ impl Rng {
             _ => self.range(lo, hi),
         }
     }
-    fn scale(&mut self) -> f32 {
+    pub(crate) fn scale(&mut self) -> f32 {
         2f32.powf(-(self.below(1200) as f32) / 100.0)
     }
-    fn dtype(&mut self) -> DType {
+    pub(crate) fn dtype(&mut self) -> DType {
         if self.below(2) == 0 {
             DType::U8
         } else {
@@ -51,7 +51,7 @@ impl Rng {
     }
 }
 
-fn tensor(dtype: DType, dims: &[usize], v: &[i32]) -> Tensor {
+pub(crate) fn tensor(dtype: DType, dims: &[usize], v: &[i32]) -> Tensor {
     match dtype {
         DType::U8 => u8s(dims, &v.iter().map(|&x| x as u8).collect::<Vec<_>>()),
         DType::I8 => i8s(dims, &v.iter().map(|&x| x as i8).collect::<Vec<_>>()),
@@ -59,7 +59,7 @@ fn tensor(dtype: DType, dims: &[usize], v: &[i32]) -> Tensor {
     }
 }
 
-fn ints(t: &Tensor) -> Vec<i32> {
+pub(crate) fn ints(t: &Tensor) -> Vec<i32> {
     values(t).into_iter().map(|v| v as i32).collect()
 }
 
@@ -86,7 +86,7 @@ fn random_weights_params(rng: &mut Rng, channels: usize, axis: usize) -> QParams
     }
 }
 
-fn random_clamp(rng: &mut Rng, y: &QParams) -> Option<(i32, i32)> {
+pub(crate) fn random_clamp(rng: &mut Rng, y: &QParams) -> Option<(i32, i32)> {
     let zp = y.zero_points()[0];
     let max = if y.dtype() == DType::U8 { 255 } else { 127 };
     match rng.below(3) {
@@ -365,7 +365,7 @@ fn quantized_matmul_per_column_multipliers_and_bias() {
     assert_eq!(run1(&op, &[&a, &b, &bias]), u8s(&[1, 2], &[3, 3]));
 }
 
-fn tt(dtype: DType, dims: &[usize]) -> TensorType {
+pub(crate) fn tt(dtype: DType, dims: &[usize]) -> TensorType {
     TensorType::new(dtype, dims.to_vec())
 }
 

@@ -39,6 +39,14 @@ pub(super) fn realized_operands(
              axis {weight_axis}"
         ));
     }
+    realized_output(y, clamp)?;
+    crate::op::requant_multipliers(qx, qw, y).map_err(|e| format!("requantization: {e}"))?;
+    Ok(())
+}
+
+/// The output of a realized int8 op: u8 or i8 per tensor, and a fused clamp that is a
+/// non-empty range inside the output type's.
+fn realized_output(y: &crate::QParams, clamp: Option<(i32, i32)>) -> R<()> {
     if !y.dtype().is_quantized() || !y.is_per_tensor() {
         return Err(format!("the output must be u8 or i8 per tensor, is {y}"));
     }
@@ -51,8 +59,74 @@ pub(super) fn realized_operands(
             ));
         }
     }
-    crate::op::requant_multipliers(qx, qw, y).map_err(|e| format!("requantization: {e}"))?;
     Ok(())
+}
+
+/// An 8-bit activation of a realized int8 op: u8 or i8, of its parameters' type, per tensor.
+fn per_tensor_activation(q: &crate::QParams, t: &TensorType, what: &str) -> R<()> {
+    expect_8bit(t, what)?;
+    qparams_match(q, t, what)?;
+    if q.is_per_tensor() {
+        Ok(())
+    } else {
+        Err(format!("{what} must be quantized per tensor, is {q}"))
+    }
+}
+
+/// The operands of QuantizedAdd: two per-tensor 8-bit inputs of the same dims (the realized
+/// add does not broadcast), an 8-bit per-tensor output with its clamp, and representable
+/// add multipliers. Returns the output type.
+pub(super) fn realized_add_operands(
+    qa: &crate::QParams,
+    a: &TensorType,
+    qb: &crate::QParams,
+    b: &TensorType,
+    y: &crate::QParams,
+    clamp: Option<(i32, i32)>,
+) -> R<TensorType> {
+    per_tensor_activation(qa, a, "a")?;
+    per_tensor_activation(qb, b, "b")?;
+    if a.dims() != b.dims() {
+        return Err(format!(
+            "a is {a} and b is {b}: QuantizedAdd needs equal dims (it does not broadcast)"
+        ));
+    }
+    realized_output(y, clamp)?;
+    crate::op::add_multipliers(qa, qb, y).map_err(|e| format!("add multipliers: {e}"))?;
+    Ok(TensorType::new(y.dtype(), a.dims().to_vec()))
+}
+
+/// The largest plane QuantizedGlobalAveragePool takes: its i32 sum of centred values
+/// (each within ±255) then cannot overflow, in the interpreter or in a kernel.
+pub const MAX_POOL_WINDOW: usize = i32::MAX as usize / 255;
+
+/// The operands of QuantizedGlobalAveragePool: x `[N, C, *spatial]` 8-bit per tensor, an
+/// 8-bit per-tensor output and a representable pool multiplier. Returns the output type
+/// `[N, C, 1, ...]`.
+pub(super) fn realized_pool_operands(
+    qx: &crate::QParams,
+    x: &TensorType,
+    y: &crate::QParams,
+) -> R<TensorType> {
+    if x.rank() < 3 {
+        return Err(format!(
+            "x needs N, C and spatial dims, has rank {}",
+            x.rank()
+        ));
+    }
+    per_tensor_activation(qx, x, "x")?;
+    realized_output(y, None)?;
+    let window: usize = x.dims()[2..].iter().product();
+    if window > MAX_POOL_WINDOW {
+        return Err(format!(
+            "x has {window} elements per plane; the i32 sum of at most {MAX_POOL_WINDOW} \
+             centred 8-bit values is what the realized pool takes"
+        ));
+    }
+    crate::op::pool_multiplier(qx, y, window).map_err(|e| format!("pool multiplier: {e}"))?;
+    let mut dims = x.dims()[..2].to_vec();
+    dims.resize(x.rank(), 1);
+    Ok(TensorType::new(y.dtype(), dims))
 }
 
 pub(super) fn expect_i32_bias(b: &TensorType) -> R<()> {

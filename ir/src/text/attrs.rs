@@ -614,6 +614,23 @@ pub fn build_op(name: &str, at: Pos, mut a: Attrs, ctx: &OpContext) -> Result<Op
                 clamp: a.opt("clamp", quantized_bounds)?,
             }
         }
+        "QuantizedAdd" => {
+            let qa = a.req("a", qparams_of)?;
+            let qb = a.req("b", qparams_of)?;
+            Op::QuantizedAdd {
+                a: qa,
+                b: qb,
+                y: a.req("y", qparams_of)?,
+                clamp: a.opt("clamp", quantized_bounds)?,
+            }
+        }
+        "QuantizedGlobalAveragePool" => {
+            let x = a.req("x", qparams_of)?;
+            Op::QuantizedGlobalAveragePool {
+                x,
+                y: a.req("y", qparams_of)?,
+            }
+        }
         "ConvInteger" => {
             let conv = conv_attrs(&mut a, ctx)?;
             let x_zero_point = a.or("x_zp", ZeroPoint::zero(), zero_point_of)?;

@@ -505,13 +505,13 @@ fn every_op_graph() -> Graph {
         residual: Some(qp(DType::U8, 0.1, 3)),
         clamp: Some((-5, 127)),
     };
-    node(
+    let rconv_y = one(node(
         &mut g,
         "rconv",
         realized_conv,
         vec![xq, wq, bq, qconv_y],
         &["rconv"],
-    );
+    ));
     let realized_conv_plain = Op::QuantizedConv {
         conv: conv(&[3, 3], Padding::SameUpper),
         x: qp(DType::U8, 0.02, 128),
@@ -520,13 +520,44 @@ fn every_op_graph() -> Graph {
         residual: None,
         clamp: None,
     };
-    node(
+    let rconv_plain_y = one(node(
         &mut g,
         "rconv_plain",
         realized_conv_plain,
         vec![xq, wq],
         &["rconv_plain"],
+    ));
+    let realized_add = Op::QuantizedAdd {
+        a: qp(DType::U8, 0.1, 3),
+        b: qp(DType::U8, 0.1, 0),
+        y: qp(DType::I8, 0.2, -128),
+        clamp: Some((-128, -98)),
+    };
+    node(
+        &mut g,
+        "radd",
+        realized_add,
+        vec![qconv_y, rconv_plain_y],
+        &["radd"],
     );
+    let realized_add_plain = Op::QuantizedAdd {
+        a: qp(DType::U8, 0.1, 0),
+        b: qp(DType::U8, 0.1, 3),
+        y: qp(DType::U8, 0.15, 7),
+        clamp: None,
+    };
+    node(
+        &mut g,
+        "radd_plain",
+        realized_add_plain,
+        vec![rconv_plain_y, qconv_y],
+        &["radd_plain"],
+    );
+    let realized_pool = Op::QuantizedGlobalAveragePool {
+        x: qp(DType::I8, 0.1, -5),
+        y: qp(DType::U8, 0.05, 128),
+    };
+    node(&mut g, "rgap", realized_pool, vec![rconv_y], &["rgap"]);
     let realized_mm = Op::QuantizedMatMul {
         a: qp(DType::U8, 0.5, 1),
         b: QParams::per_channel(DType::I8, 1, vec![0.25, 0.5], vec![0, 0]).unwrap(),
@@ -658,9 +689,11 @@ fn variant_index(op: &Op) -> usize {
         Op::FusedGemm { .. } => 37,
         Op::QuantizedConv { .. } => 38,
         Op::QuantizedMatMul { .. } => 39,
+        Op::QuantizedAdd { .. } => 40,
+        Op::QuantizedGlobalAveragePool { .. } => 41,
     }
 }
-const OP_VARIANTS: usize = 40;
+const OP_VARIANTS: usize = 42;
 
 #[test]
 fn every_op_round_trips() {
@@ -726,7 +759,40 @@ fn every_op_round_trips() {
         "%rmm = QuantizedMatMul(%qa, %qb) {a=u8(scale=0.5, zp=1), \
          b=i8(axis=1, scale=[0.25, 0.5], zp=[0,0]), y=u8(scale=1.0, zp=10), clamp=[10,16]} \
          : u8[2,2]",
+        "%radd = QuantizedAdd(%qconv, %rconv_plain) {a=u8(scale=0.1, zp=3), \
+         b=u8(scale=0.1, zp=0), y=i8(scale=0.2, zp=-128), clamp=[-128,-98]} : i8[1,4,8,8]",
+        "%radd_plain = QuantizedAdd(%rconv_plain, %qconv) {a=u8(scale=0.1, zp=0), \
+         b=u8(scale=0.1, zp=3), y=u8(scale=0.15, zp=7)} : u8[1,4,8,8]",
+        "%rgap = QuantizedGlobalAveragePool(%rconv) {x=i8(scale=0.1, zp=-5), \
+         y=u8(scale=0.05, zp=128)} : u8[1,4,1,1]",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
+}
+
+/// What the round trip above cannot show: the new realized ops' attribute and inference
+/// errors, as a writer of `.qir` sees them.
+#[test]
+fn realized_add_and_pool_errors_name_the_attribute() {
+    let error = |body: &str| {
+        let src = format!("graph g(%a: u8[1,2,3,3], %b: i8[1,2,3,3]) -> () {{\n{body}\n}}\n");
+        parse_graph(&src).unwrap_err().to_string()
+    };
+    let missing_y =
+        error("  %y = QuantizedAdd(%a, %b) {a=u8(scale=0.1, zp=0), b=i8(scale=1, zp=1)}");
+    assert!(
+        missing_y.contains("QuantizedAdd needs attribute 'y'"),
+        "{missing_y}"
+    );
+    let broadcast = error(
+        "  %c = const u8[1,2,1,1] splat<3>\n  %y = QuantizedAdd(%a, %c) {a=u8(scale=0.1, zp=0), \
+         b=u8(scale=0.2, zp=1), y=u8(scale=0.3, zp=2)}",
+    );
+    assert!(broadcast.contains("does not broadcast"), "{broadcast}");
+    let clamp = error(
+        "  %p = QuantizedGlobalAveragePool(%b) {x=i8(scale=0.2, zp=1), y=i8(scale=0.1, zp=0), \
+         clamp=[0,1]}",
+    );
+    let no_clamp = "QuantizedGlobalAveragePool has no attribute 'clamp' (it takes: x, y)";
+    assert!(clamp.contains(no_clamp), "{clamp}");
 }

@@ -121,6 +121,14 @@ impl CostModel {
                     .unwrap_or(1) as f64;
                 self.kernel(2.0 * out_elems * k, moved)
             }
+            // Two multiplies, an add, a rounding shift and a clamp per element, in 32-bit
+            // lanes; the bytes (1 per element for 8-bit tensors) usually dominate.
+            Op::QuantizedAdd { .. } => self.kernel(2.0 * out_elems, moved),
+            // One add per input element, one requantization per output element.
+            Op::QuantizedGlobalAveragePool { .. } => {
+                let in_elems: f64 = inputs.iter().map(|t| t.shape.numel() as f64).sum();
+                self.kernel(in_elems + out_elems, moved)
+            }
             Op::BatchNorm { .. } => self.unsupported_op_ns + self.kernel(2.0 * out_elems, moved),
             // Views: no data moves once the back end aliases them.
             Op::Reshape { .. }
@@ -216,6 +224,121 @@ mod tests {
             std::slice::from_ref(&x),
         );
         assert!(bn > 2.0 * mul);
+    }
+
+    fn every_model() -> [CostModel; 3] {
+        [
+            CostModel::generic_cpu(),
+            CostModel::for_target("x86_64", "fp32"),
+            CostModel::for_target("x86_64", "int8"),
+        ]
+    }
+
+    fn t(dtype: DType, dims: &[usize]) -> TensorType {
+        TensorType::new(dtype, dims.to_vec())
+    }
+
+    fn q(dtype: DType) -> qcc_ir::QParams {
+        qcc_ir::QParams::per_tensor(dtype, 0.1, 0).unwrap()
+    }
+
+    #[test]
+    fn quantized_add_and_pool_are_cheaper_than_their_f32_ops() {
+        let shape = [1, 64, 28, 28];
+        let (f, u, i) = (
+            t(DType::F32, &shape),
+            t(DType::U8, &shape),
+            t(DType::I8, &shape),
+        );
+        let add = Op::QuantizedAdd {
+            a: q(DType::U8),
+            b: q(DType::I8),
+            y: q(DType::U8),
+            clamp: None,
+        };
+        let pool = Op::QuantizedGlobalAveragePool {
+            x: q(DType::I8),
+            y: q(DType::U8),
+        };
+        let (f1, u1) = (t(DType::F32, &[1, 64, 1, 1]), t(DType::U8, &[1, 64, 1, 1]));
+        for m in every_model() {
+            let f32_add = m.op_cost(
+                &Op::Binary(qcc_ir::BinaryOp::Add),
+                &[&f, &f],
+                std::slice::from_ref(&f),
+            );
+            let int8_add = m.op_cost(&add, &[&u, &i], std::slice::from_ref(&u));
+            assert!(int8_add < f32_add, "{}: {int8_add} vs {f32_add}", m.name);
+            // Bytes dominate: a quarter of the traffic, well under half the time.
+            assert!(
+                int8_add - m.kernel_overhead_ns < 0.5 * (f32_add - m.kernel_overhead_ns),
+                "{}",
+                m.name
+            );
+            let f32_pool = m.op_cost(&Op::GlobalAveragePool, &[&f], std::slice::from_ref(&f1));
+            let int8_pool = m.op_cost(&pool, &[&i], std::slice::from_ref(&u1));
+            assert!(
+                int8_pool < f32_pool,
+                "{}: {int8_pool} vs {f32_pool}",
+                m.name
+            );
+            // The int8 pool still pays for reading its whole input.
+            assert!(
+                int8_pool > m.kernel(0.0, i.byte_size() as f64),
+                "{}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn eight_bit_pools_and_layout_ops_cost_their_byte_size() {
+        let pool = Op::MaxPool(qcc_ir::PoolAttrs {
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            dilations: vec![1, 1],
+            padding: Padding::Explicit(vec![1, 1, 1, 1]),
+            ceil_mode: false,
+        });
+        let transpose = Op::Transpose {
+            perm: vec![0, 2, 3, 1],
+        };
+        for m in every_model() {
+            for dtype in [DType::U8, DType::I8] {
+                let cost = |op: &Op, ins: &[&[usize]], out: &[usize], dtype| {
+                    let ins: Vec<TensorType> = ins.iter().map(|d| t(dtype, d)).collect();
+                    let refs: Vec<&TensorType> = ins.iter().collect();
+                    m.op_cost(op, &refs, &[t(dtype, out)])
+                };
+                let x = [1, 64, 56, 56];
+                let pooled = [1, 64, 28, 28];
+                let cat_in: [&[usize]; 2] = [&[1, 32, 28, 28], &[1, 32, 28, 28]];
+                let nhwc = [1, 56, 56, 64];
+                let pairs = [
+                    (&pool, &[&x[..]][..], &pooled[..]),
+                    (&Op::Concat { axis: 1 }, &cat_in[..], &pooled[..]),
+                    (&transpose, &[&x[..]][..], &nhwc[..]),
+                ];
+                for (op, ins, out) in pairs {
+                    let (q8, f32) = (cost(op, ins, out, dtype), cost(op, ins, out, DType::F32));
+                    assert!(q8 < f32, "{} {dtype} {op:?}: {q8} vs {f32}", m.name);
+                    // Exactly the bytes differ: a quarter of the f32 traffic.
+                    let bytes: f64 = ins
+                        .iter()
+                        .chain([&out])
+                        .map(|d| d.iter().product::<usize>() as f64)
+                        .sum();
+                    let saved = 3.0 * bytes / m.bytes_per_ns;
+                    assert!(((f32 - q8) - saved).abs() < 1e-6 * f32, "{}", m.name);
+                }
+                // Views stay views.
+                let view = Op::Reshape {
+                    shape: vec![1, -1],
+                    allow_zero: false,
+                };
+                assert_eq!(cost(&view, &[&x], &[1, 64 * 56 * 56], dtype), 1.0);
+            }
+        }
     }
 
     #[test]

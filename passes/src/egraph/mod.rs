@@ -13,6 +13,8 @@
 //! - `fuse`: every family, activation/residual/horizontal fusion included, saturated together.
 //! - `egraph`: every family in one run (what `fuse` does, without the BN stage before it).
 //! - `egraph-simplify`, `horizontal-fusion`: one family alone, for tests and debugging.
+//! - `realize-int8`: int8 ops realized from the QDQ form (with the fusion and simplification
+//!   families they build on), for tests and debugging.
 //!
 //! The standard pipeline runs `fold-batchnorm` then `fuse`: the second run sees all rules
 //! anyway, and the first gives `--dump-after fold-batchnorm` a graph to show.
@@ -25,6 +27,8 @@ pub mod rules;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_quant;
 #[cfg(test)]
 mod tests_semantic;
 
@@ -146,6 +150,10 @@ fn pass_families(name: &str) -> Option<(&'static str, Vec<Family>)> {
         "egraph" => ("egraph", Family::ALL.to_vec()),
         "egraph-simplify" => ("egraph-simplify", vec![Family::Simplify]),
         "horizontal-fusion" => ("horizontal-fusion", vec![Family::Horizontal]),
+        "realize-int8" => (
+            "realize-int8",
+            vec![Family::Fuse, Family::Quant, Family::Simplify],
+        ),
         _ => return None,
     })
 }

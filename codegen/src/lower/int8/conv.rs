@@ -21,13 +21,18 @@ use cranelift_frontend::FunctionBuilder;
 
 use super::microkernel::{shuffle_mask, QMicroKernel, QPanelOperands, K_GROUP};
 use super::requant::RECORD_BYTES;
+use super::residual::EXTRA_RECORD_BYTES;
+use super::rowsum::emit_panel_sums;
 use crate::lower::conv::{panel_pixels, walk_panels};
 use crate::lower::kernel::{counted_loop, flags, Kernel, KernelContext, KernelError, KernelSpec};
 use crate::lower::node::ConvGeometry;
 
 /// A whole int8 convolution: `void k(const uint8_t *x, const int8_t *w_packed,
-/// const record *requant, uint8_t *y, uint8_t *scratch)`, the geometry, input zero point
-/// and output stage baked in. `scratch` holds one packed panel ([`QConvKernel::scratch_bytes`]).
+/// const record *requant, [const extra_record *extras,] [const uint8_t *r,] uint8_t *y,
+/// uint8_t *scratch)`, the geometry, input zero point and output stage baked in. `extras`
+/// (`super::residual`) is there when the kernel has weight zero points or a residual, `r`
+/// (the residual, the output's shape) with a residual. `scratch` holds one packed panel and,
+/// with weight zero points, its `NR` pixel sums ([`QConvKernel::scratch_bytes`]).
 #[derive(Clone, Debug)]
 pub struct QConvKernel {
     pub(crate) spec: KernelSpec,
@@ -48,6 +53,11 @@ struct GroupPointers {
     scratch: Value,
     /// The address of a byte holding the input zero point, read for padding taps.
     pad: Value,
+    /// This group's epilogue records, residual bytes (at the group's first output byte)
+    /// and the panel's pixel sums, when the kernel has them.
+    extras: Option<Value>,
+    residual: Option<Value>,
+    sums: Option<Value>,
 }
 
 /// `C_in/g` rounded up to whole dot-product groups.
@@ -76,9 +86,25 @@ impl QConvKernel {
         }
     }
 
-    /// Bytes of the packed panel: `K4 × NR`.
+    /// Bytes of the packed panel, `K4 × NR`, then the panel's `NR` i32 pixel sums when the
+    /// kernel has weight zero points.
     pub fn scratch_bytes(&self) -> usize {
+        let sums = if self.micro.extras.weight_zero_points {
+            4 * self.micro.nr() as usize
+        } else {
+            0
+        };
+        self.sums_offset() + sums
+    }
+
+    /// Where the pixel sums start in scratch (16-byte aligned; the panel is a multiple of 16).
+    fn sums_offset(&self) -> usize {
         packed_reduction(&self.geometry) * self.micro.nr() as usize
+    }
+
+    /// Parameters of the kernel: `x, w_packed, requant, [extras], [r], y, scratch`.
+    pub(crate) fn param_count(&self) -> usize {
+        5 + self.micro.extras.any() as usize + self.micro.extras.residual.is_some() as usize
     }
 
     pub fn micro_kernel(&self) -> &QMicroKernel {
@@ -291,6 +317,10 @@ impl QConvKernel {
         let pixels = panel_pixels(b, pointer, start, nr, g.out_w);
         let next = pixels[nr];
         self.pack_panel(b, context, group, &pixels[..nr], valid);
+        if let Some(sums) = group.sums {
+            let groups = packed_reduction(g) / K_GROUP;
+            emit_panel_sums(&self.micro, b, pointer, group.scratch, groups, sums);
+        }
         let cout_g = g.out_channels / g.group;
         let operands = QPanelOperands {
             a: group.w,
@@ -302,6 +332,9 @@ impl QConvKernel {
             ldc: b.ins().iconst(pointer, self.out_plane() as i64),
             records: group.records,
             columns: (valid < nr).then(|| b.ins().iconst(pointer, valid as i64)),
+            extras: group.extras,
+            sums: group.sums,
+            residual: group.residual.map(|r| b.ins().iadd(r, first_pixel)),
         };
         self.micro.emit_rows(b, context, &operands);
         next
@@ -337,9 +370,22 @@ impl Kernel for QConvKernel {
         context: &KernelContext,
         params: &[Value],
     ) -> Result<(), KernelError> {
-        let &[x, w, records, y, scratch] = params else {
+        if params.len() != self.param_count() {
             return Err(crate::lower::kernel::arity_error(&self.spec, params));
-        };
+        }
+        let (x, w, records) = (params[0], params[1], params[2]);
+        let (y, scratch) = (params[params.len() - 2], params[params.len() - 1]);
+        let extras = self.micro.extras.any().then(|| params[3]);
+        let residual = self
+            .micro
+            .extras
+            .residual
+            .map(|_| params[3 + extras.is_some() as usize]);
+        let sums = self
+            .micro
+            .extras
+            .weight_zero_points
+            .then(|| b.ins().iadd_imm_s(scratch, self.sums_offset() as i64));
         let g = &self.geometry;
         let pointer = context.pointer;
         let nr = self.micro.nr() as usize;
@@ -372,6 +418,12 @@ impl Kernel for QConvKernel {
                 let y_offset = b.ins().imul_imm_s(y_channel, out_plane as i64);
                 let w_offset = b.ins().imul_imm_s(group, cout_g as i64 * k4);
                 let record_offset = b.ins().imul_imm_s(group, (cout_g * RECORD_BYTES) as i64);
+                let extras = extras.map(|extras| {
+                    let offset = b
+                        .ins()
+                        .imul_imm_s(group, (cout_g * EXTRA_RECORD_BYTES) as i64);
+                    b.ins().iadd(extras, offset)
+                });
                 let pointers = GroupPointers {
                     x: b.ins().iadd(x, x_offset),
                     x_end,
@@ -380,6 +432,9 @@ impl Kernel for QConvKernel {
                     y: b.ins().iadd(y, y_offset),
                     scratch,
                     pad,
+                    extras,
+                    residual: residual.map(|r| b.ins().iadd(r, y_offset)),
+                    sums,
                 };
                 walk_panels(b, pointer, out_plane, nr, |b, p0, start, width| {
                     self.panel(b, context, &pointers, p0, start, width)

@@ -12,6 +12,9 @@
 //!
 //! with `KG = ⌈k / 4⌉`. When `k mod 4 ≠ 0` the last group of each A row is assembled from its
 //! remaining bytes, so no load reads past the row.
+//!
+//! With nonzero weight zero points the kernel first sums each row of A into scratch
+//! (`super::rowsum`) and subtracts `zw[j]·Σ_k A[i, k]` in the epilogue (`super::residual`).
 
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -22,6 +25,11 @@ use qcc_ir::requant::FixedPoint;
 
 use super::microkernel::{QMicroKernel, QPanelOperands, RowOperand, K_GROUP};
 use super::requant::{requant_records, OutputQuant, OutputStage, RECORD_BYTES};
+use super::residual::{
+    epilogue_records, nonzero_weight_zero_points, weight_zero_point_bias, Extras,
+    EXTRA_RECORD_BYTES,
+};
+use super::rowsum::emit_row_sums;
 use super::{check_input_zero_point, compensated_bias, int8_spec, unsupported, Int8Choice};
 use crate::lower::kernel::{
     counted_loop, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
@@ -31,7 +39,9 @@ use crate::target::{Arch, Target};
 
 /// `void k(const uint8_t *a, const int8_t *w_packed, const record *requant, uint8_t *y,
 /// size_t m, size_t lda, size_t ldc)`: row `i` of A at `a + i·lda`, of Y at `y + i·ldc`
-/// (bytes); `k` and `n` are baked in with the weights.
+/// (bytes); `k` and `n` are baked in with the weights. With weight zero points:
+/// `(a, w_packed, requant, const extra_record *extras, y, int32_t *scratch, m, lda, ldc)`,
+/// scratch holding the `m` row sums.
 #[derive(Clone, Debug)]
 pub struct QGemmKernel {
     pub(crate) spec: KernelSpec,
@@ -55,10 +65,15 @@ impl QGemmKernel {
         &self,
         b: &mut FunctionBuilder,
         params: [Value; 7],
+        zero_point_terms: Option<(Value, Value)>,
         column: Value,
         columns: Option<Value>,
     ) -> QPanelOperands {
         let [a, w, records, y, m, lda, ldc] = params;
+        let extras = zero_point_terms.map(|(extras, _)| {
+            let offset = b.ins().imul_imm_s(column, EXTRA_RECORD_BYTES as i64);
+            b.ins().iadd(extras, offset)
+        });
         // Panel p = column / NR starts at p·KG·4·NR = column·KG·4 bytes.
         let kg = self.k.div_ceil(K_GROUP) as i64;
         let panel_offset = b.ins().imul_imm_s(column, kg * K_GROUP as i64);
@@ -73,6 +88,9 @@ impl QGemmKernel {
             ldc,
             records: b.ins().iadd(records, record_offset),
             columns,
+            extras,
+            sums: zero_point_terms.map(|(_, sums)| sums),
+            residual: None,
         }
     }
 }
@@ -88,22 +106,32 @@ impl Kernel for QGemmKernel {
         context: &KernelContext,
         params: &[Value],
     ) -> Result<(), KernelError> {
-        let params: [Value; 7] = params
-            .try_into()
-            .map_err(|_| crate::lower::kernel::arity_error(&self.spec, params))?;
+        let arity = || crate::lower::kernel::arity_error(&self.spec, params);
+        let (params, zero_point_terms): ([Value; 7], _) = if self.micro.extras.weight_zero_points {
+            let &[a, w, records, extras, y, scratch, m, lda, ldc] = params else {
+                return Err(arity());
+            };
+            ([a, w, records, y, m, lda, ldc], Some((extras, scratch)))
+        } else {
+            (params.try_into().map_err(|_| arity())?, None)
+        };
         let pointer = context.pointer;
+        if let Some((_, sums)) = zero_point_terms {
+            let [a, _, _, _, m, lda, _] = params;
+            emit_row_sums(&self.micro, b, pointer, a, lda, m, self.k, sums);
+        }
         let nr = self.micro.nr() as usize;
         let zero = b.ins().iconst(pointer, 0);
         let full_end = b.ins().iconst(pointer, (self.n / nr * nr) as i64);
         counted_loop(b, pointer, zero, full_end, nr as i64, |b, column| {
-            let operands = self.panel(b, params, column, None);
+            let operands = self.panel(b, params, zero_point_terms, column, None);
             self.micro.emit_rows(b, context, &operands);
         });
         let edge = self.n % nr;
         if edge > 0 {
             let column = b.ins().iconst(pointer, (self.n - edge) as i64);
             let columns = b.ins().iconst(pointer, edge as i64);
-            let operands = self.panel(b, params, column, Some(columns));
+            let operands = self.panel(b, params, zero_point_terms, column, Some(columns));
             self.micro.emit_rows(b, context, &operands);
         }
         b.ins().return_(&[]);
@@ -159,6 +187,9 @@ pub struct QGemmParams<'a> {
     /// Per column (`n` values) or one for all.
     pub requant: &'a [FixedPoint],
     pub input_zero_point: i32,
+    /// Weight zero points per column (`n` values) or one for all, in −128..=127; `None` or all
+    /// zero is the plain kernel.
+    pub weight_zero_points: Option<&'a [i32]>,
     pub output: OutputQuant,
 }
 
@@ -184,11 +215,19 @@ pub fn lower_qgemm_with(
     let rows = RowOperand::ActivationRows {
         k_rem: (k % K_GROUP) as u32,
     };
-    let micro =
-        QMicroKernel::new(choice.tile, choice.dot, rows, stage, choice.k_unroll).map_err(fail)?;
+    let weight_zero_points =
+        nonzero_weight_zero_points(params.weight_zero_points, n).map_err(fail)?;
+    let micro = QMicroKernel::new(choice.tile, choice.dot, rows, stage, choice.k_unroll)
+        .and_then(|micro| {
+            micro.with_extras(Extras {
+                weight_zero_points: weight_zero_points.is_some(),
+                residual: None,
+            })
+        })
+        .map_err(fail)?;
     let weight = params.weight;
     let trans_b = params.trans_b;
-    let bias = compensated_bias(
+    let mut bias = compensated_bias(
         weight,
         n,
         k,
@@ -203,42 +242,46 @@ pub fn lower_qgemm_with(
         },
     )
     .map_err(fail)?;
+    if let Some(zw) = weight_zero_points {
+        // The row sums run over the `k` bytes of A themselves (no padding).
+        weight_zero_point_bias(&mut bias, zw, k, zx);
+    }
     let records = requant_records(&bias, params.requant).map_err(fail)?;
     let packed = pack_qgemm_weights(weight, k, n, trans_b, micro.nr() as usize).map_err(fail)?;
     let op = format!("qgemm_k{k}_n{n}_{}", micro.name());
-    let spec = int8_spec(
-        arch,
-        op,
-        choice.tile,
-        vec![
-            KernelParam::input("a"),
-            KernelParam::input("w_packed"),
-            KernelParam::input("requant"),
-            KernelParam::output("y"),
-            KernelParam::size("m"),
-            KernelParam::size("lda"),
-            KernelParam::size("ldc"),
-        ],
-    );
-    let kernel = QGemmKernel::new(spec, micro, k, n);
-    let args = vec![
-        Arg::input(0),
-        Arg::Bytes {
-            index: 0,
-            offset: 0,
-        },
-        Arg::Bytes {
-            index: 1,
-            offset: 0,
-        },
-        Arg::output(0),
-        Arg::Size(m),
-        Arg::Size(k),
-        Arg::Size(n),
+    let bytes_arg = |index| Arg::Bytes { index, offset: 0 };
+    let mut kernel_params = vec![
+        KernelParam::input("a"),
+        KernelParam::input("w_packed"),
+        KernelParam::input("requant"),
     ];
+    let mut args = vec![Arg::input(0), bytes_arg(0), bytes_arg(1)];
+    let mut bytes = vec![packed, records];
+    let mut scratch_bytes = 0;
+    if let Some(zw) = weight_zero_points {
+        kernel_params.push(KernelParam::input("extras"));
+        args.push(bytes_arg(2));
+        bytes.push(epilogue_records(n, Some(zw), None).map_err(fail)?);
+    }
+    kernel_params.push(KernelParam::output("y"));
+    args.push(Arg::output(0));
+    if weight_zero_points.is_some() {
+        kernel_params.push(KernelParam::output("row_sums"));
+        args.push(Arg::Scratch { offset: 0 });
+        scratch_bytes = 4 * m;
+    }
+    kernel_params.extend([
+        KernelParam::size("m"),
+        KernelParam::size("lda"),
+        KernelParam::size("ldc"),
+    ]);
+    args.extend([Arg::Size(m), Arg::Size(k), Arg::Size(n)]);
+    let spec = int8_spec(arch, op, choice.tile, kernel_params);
+    let kernel = QGemmKernel::new(spec, micro, k, n);
     Ok(NodeLowering {
         calls: vec![KernelCall::new(Arc::new(kernel), args)?],
-        bytes: vec![packed, records],
+        bytes,
+        scratch_bytes,
         description: format!("int8 gemm {m}x{n}x{k} {} (zx {zx})", micro.name()),
         ..NodeLowering::default()
     })

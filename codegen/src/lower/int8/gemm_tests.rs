@@ -75,6 +75,7 @@ fn run_gemm(
         bias,
         requant: &fixed,
         input_zero_point: i32::from(quant.zx),
+        weight_zero_points: None,
         output: quant.output,
     };
     let lowering = lower_qgemm(target, &params).expect("int8 Gemm lowers");
@@ -225,6 +226,8 @@ impl QConvParamsOwned {
             bias: Some(&self.bias),
             requant: &self.requant,
             input_zero_point: 128,
+            weight_zero_points: None,
+            residual: None,
             output: OutputQuant {
                 dtype: DType::U8,
                 zero_point: 0,
@@ -244,6 +247,7 @@ fn gemm_params<'a>(w: &'a [i8], requant: &'a [FixedPoint], m: usize, k: usize) -
         bias: None,
         requant,
         input_zero_point: 128,
+        weight_zero_points: None,
         output: OutputQuant {
             dtype: DType::U8,
             zero_point: 128,
@@ -376,6 +380,80 @@ fn time_node(
     best
 }
 
+/// The 3×3 conv and the 256³ gemm with per-channel weight zero points, and the conv with a
+/// residual (both targets): the cost of the epilogue terms next to the plain kernels.
+fn epilogue_speed_report() {
+    let conv = conv_3x3_64(1, 56);
+    let g = conv.geometry;
+    let zero_points: Vec<i32> = (0..64).map(|c| c % 7 - 3).collect();
+    let rescale = [FixedPoint::from_real(300.0).expect("in range")];
+    for target in [vnni(), no_vnni()] {
+        let variants = [
+            (
+                "zw",
+                QConvParams {
+                    weight_zero_points: Some(&zero_points),
+                    ..conv.params()
+                },
+            ),
+            (
+                "residual",
+                QConvParams {
+                    residual: Some(ResidualQuant {
+                        zero_point: 128,
+                        multipliers: &rescale,
+                    }),
+                    ..conv.params()
+                },
+            ),
+        ];
+        for (what, params) in variants {
+            let lowering = lower_qconv(&target, &params).expect("lowers");
+            let jit = compile_node(&target, &lowering, 4, 1).expect("compiles");
+            let planes = [
+                g.in_channels * g.in_h * g.in_w,
+                1,
+                1,
+                g.out_channels * 56 * 56,
+            ];
+            let inputs: Vec<AlignedBuffer> =
+                planes.iter().map(|&n| AlignedBuffer::new(n)).collect();
+            let input_refs: Vec<&AlignedBuffer> = inputs.iter().collect();
+            let mut y = AlignedBuffer::new(g.out_channels * g.out_h * g.out_w);
+            let mut workspace = AlignedBuffer::new(jit.workspace_bytes());
+            let mut best = f64::INFINITY;
+            for _ in 0..20 {
+                let start = std::time::Instant::now();
+                jit.run(&input_refs, &mut [&mut y], &mut workspace)
+                    .expect("runs");
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+            let gops = 2.0 * g.macs() as f64 / best / 1e9;
+            println!(
+                "{} conv 3x3 64->64 56x56 with {what}: {:.3} ms, {gops:.1} GOP/s",
+                target.name(),
+                best * 1e3
+            );
+        }
+        let (m, k, n) = (256, 256, 256);
+        let w: Vec<i8> = (0..k * n).map(|i| (i % 255) as i8).collect();
+        let requant = [FixedPoint::from_real(1.0 / 8192.0).expect("in range")];
+        let column_zero_points: Vec<i32> = (0..n as i32).map(|j| j % 5 - 2).collect();
+        let params = QGemmParams {
+            weight_zero_points: Some(&column_zero_points),
+            ..gemm_params(&w, &requant, m, k)
+        };
+        let lowering = lower_qgemm(&target, &params).expect("lowers");
+        let seconds = time_node(&target, &lowering, m * k, m * n);
+        let gops = 2.0 * (m * k * n) as f64 / seconds / 1e9;
+        println!(
+            "{} gemm 256x256x256 with zw: {:.3} ms, {gops:.1} GOP/s",
+            target.name(),
+            seconds * 1e3
+        );
+    }
+}
+
 /// Not a timed assertion: GOP/s (2·MACs / time) of a resnet-like 3×3 64→64 56×56 conv and a
 /// 256³ gemm. Run with
 /// `cargo test --release -p qcc-codegen int8_speed_report -- --ignored --nocapture`.
@@ -414,6 +492,7 @@ fn int8_speed_report() {
             seconds * 1e3
         );
     }
+    epilogue_speed_report();
     // The same MACs as a pointwise 576 -> 64 conv: every panel takes the vector packing path.
     let target = vnni();
     let pointwise = ConvCase {

@@ -26,6 +26,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use super::requant::{OutputStage, RECORD_BYTES};
+use super::residual::{Extras, EXTRA_RECORD_BYTES};
 use crate::lower::kernel::{counted_loop, flags, KernelContext, Tile};
 
 /// i32 lanes per vector: Cranelift lowers 128-bit vectors only.
@@ -93,6 +94,8 @@ pub struct QMicroKernel {
     pub rows: RowOperand,
     pub output: OutputStage,
     pub k_unroll: u32,
+    /// Weight-zero-point and residual terms of the epilogue (`super::residual`).
+    pub extras: Extras,
 }
 
 /// The CLIF values of one panel product. Strides are in bytes.
@@ -115,12 +118,21 @@ pub(crate) struct QPanelOperands {
     pub records: Value,
     /// `None` for a full panel; `Some(n)` stores only the first `n < NR` columns.
     pub columns: Option<Value>,
+    /// The epilogue record (`super::residual`) of row 0 (per row) or of the panel's first
+    /// column; read when the kernel has [`Extras`].
+    pub extras: Option<Value>,
+    /// The input sums of the weight-zero-point correction: `NR` i32 of the panel's columns
+    /// (per row) or one i32 per row, row 0 first (per column).
+    pub sums: Option<Value>,
+    /// The residual bytes of row 0 at the panel's first column, row `i` at
+    /// `residual + i·ldc` (per row only).
+    pub residual: Option<Value>,
 }
 
 /// An operand ready for [`QMicroKernel::dot`]: the raw bytes for the tree, the two i16
 /// halves for the widening form (computed once, used by every product of the step).
 #[derive(Clone, Copy)]
-enum Prepared {
+pub(super) enum Prepared {
     Bytes(Value),
     Halves(Value, Value),
 }
@@ -181,18 +193,29 @@ impl QMicroKernel {
             rows,
             output,
             k_unroll,
+            extras: Extras::default(),
         })
     }
 
-    /// `4x12_dp4_u4_u8z3_0_255` (tile, dot product, unroll, output stage).
+    /// The same block with epilogue terms. A residual needs per-row (weight panel) rows.
+    pub fn with_extras(self, extras: Extras) -> Result<QMicroKernel, String> {
+        if extras.residual.is_some() && self.rows != RowOperand::WeightPanels {
+            return Err("a residual input needs the convolution's per-row epilogue".into());
+        }
+        Ok(QMicroKernel { extras, ..self })
+    }
+
+    /// `4x12_dp4_u4_u8z3_0_255` (tile, dot product, unroll, output stage, then the epilogue
+    /// terms, e.g. `_zw_r128`).
     pub fn name(&self) -> String {
         format!(
-            "{}x{}_{}_u{}_{}",
+            "{}x{}_{}_u{}_{}{}",
             self.tile.rows,
             self.tile.cols,
             self.dot.name(),
             self.k_unroll,
-            self.output.name()
+            self.output.name(),
+            self.extras.name()
         )
     }
 
@@ -426,7 +449,7 @@ impl QMicroKernel {
         }
     }
 
-    fn prepare(&self, b: &mut FunctionBuilder, bytes: Value, signed: bool) -> Prepared {
+    pub(super) fn prepare(&self, b: &mut FunctionBuilder, bytes: Value, signed: bool) -> Prepared {
         match self.dot {
             DotProduct::Vnni => Prepared::Bytes(bytes),
             DotProduct::Widening if signed => {
@@ -444,7 +467,13 @@ impl QMicroKernel {
     /// product `imul(swiden(s), uwiden(u))` with the signed operand first, computed once per
     /// half and shared by both of its widenings, and the accumulator as the *second* operand
     /// of the final `iadd`. Any other arrangement computes the same value without the fold.
-    fn dot(&self, b: &mut FunctionBuilder, s: Prepared, u: Prepared, acc: Value) -> Value {
+    pub(super) fn dot(
+        &self,
+        b: &mut FunctionBuilder,
+        s: Prepared,
+        u: Prepared,
+        acc: Value,
+    ) -> Value {
         let products = match (s, u) {
             (Prepared::Bytes(s), Prepared::Bytes(u)) => {
                 let s_low = b.ins().swiden_low(s);
@@ -497,24 +526,65 @@ impl QMicroKernel {
     ) {
         let vectors = self.vectors();
         let nr = self.nr() as usize;
-        let edge = ops.columns.map(|columns| {
+        let stack_buffer = |b: &mut FunctionBuilder| {
             let slot =
                 b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
-            (columns, b.ins().stack_addr(context.pointer, slot, 0))
-        });
+            b.ins().stack_addr(context.pointer, slot, 0)
+        };
+        let edge = ops.columns.map(|columns| (columns, stack_buffer(b)));
+        // An edge panel's residual bytes are copied to a buffer first: loading whole
+        // vectors in place could read past the end of the residual tensor.
+        let residual_buffer = match (edge, ops.residual) {
+            (Some(_), Some(_)) => Some(stack_buffer(b)),
+            _ => None,
+        };
+        let zero = b.ins().iconst(context.pointer, 0);
         for r in 0..rows as usize {
             let index = b.ins().iadd_imm_s(row, r as i64);
             let record_offset = b.ins().imul_imm_s(index, RECORD_BYTES as i64);
             let record = b.ins().iadd(ops.records, record_offset);
             let requant = self.output.load_row(b, record);
+            let c_offset = b.ins().imul(index, ops.ldc);
+            let extras = match (self.extras.any(), ops.extras) {
+                (true, Some(extras)) => {
+                    let offset = b.ins().imul_imm_s(index, EXTRA_RECORD_BYTES as i64);
+                    let record = b.ins().iadd(extras, offset);
+                    Some(self.extras.load_row(b, record))
+                }
+                _ => None,
+            };
+            let residual = ops.residual.map(|residual| {
+                let source = b.ins().iadd(residual, c_offset);
+                match (edge, residual_buffer) {
+                    (Some((columns, _)), Some(buffer)) => {
+                        counted_loop(b, context.pointer, zero, columns, 1, |b, j| {
+                            let from = b.ins().iadd(source, j);
+                            let byte = b.ins().load(types::I8, flags(), from, 0);
+                            let to = b.ins().iadd(buffer, j);
+                            b.ins().store(flags(), byte, to, 0);
+                        });
+                        buffer
+                    }
+                    _ => source,
+                }
+            });
             let values: Vec<Value> = (0..vectors)
                 .map(|v| {
                     let offset = ((r * vectors + v) * 16) as i32;
                     let sum = b.ins().load(types::I32X4, flags(), tile, offset);
-                    self.output.requantize_vector(b, &requant, sum)
+                    let mut x = self.output.add_bias(b, &requant, sum);
+                    if let Some(extras) = &extras {
+                        if let Some(sums) = ops.sums {
+                            let sums = b.ins().load(types::I32X4, flags(), sums, (16 * v) as i32);
+                            x = extras.subtract_sums(b, x, sums);
+                        }
+                        if let Some(residual) = residual {
+                            x = extras.add_residual(b, x, residual, (4 * v) as i32);
+                        }
+                    }
+                    self.output.requantize_vector(b, &requant, x)
                 })
                 .collect();
-            let c_offset = b.ins().imul(index, ops.ldc);
             let c_row = b.ins().iadd(ops.c, c_offset);
             match edge {
                 None => self.store_bytes(b, &values, c_row),
@@ -575,15 +645,32 @@ impl QMicroKernel {
             .columns
             .unwrap_or_else(|| b.ins().iconst(pointer, nr as i64));
         let zero = b.ins().iconst(pointer, 0);
+        let zero_point_terms = match (self.extras.weight_zero_points, ops.extras, ops.sums) {
+            (true, Some(extras), Some(sums)) => Some((extras, sums)),
+            _ => None,
+        };
         for r in 0..rows as usize {
             let index = b.ins().iadd_imm_s(row, r as i64);
             let c_offset = b.ins().imul(index, ops.ldc);
             let c_row = b.ins().iadd(ops.c, c_offset);
             let tile_row = b.ins().iadd_imm_s(tile, (r * nr * 4) as i64);
+            // This row's input sum, for `acc − zw[j]·Σ_k a[row, k]`.
+            let row_sum = zero_point_terms.map(|(_, sums)| {
+                let offset = b.ins().ishl_imm_u(index, 2);
+                let address = b.ins().iadd(sums, offset);
+                b.ins().load(types::I32, flags(), address, 0)
+            });
             counted_loop(b, pointer, zero, columns, 1, |b, j| {
                 let offset = b.ins().ishl_imm_u(j, 2);
                 let source = b.ins().iadd(tile_row, offset);
-                let sum = b.ins().load(types::I32, flags(), source, 0);
+                let mut sum = b.ins().load(types::I32, flags(), source, 0);
+                if let (Some((extras, _)), Some(row_sum)) = (zero_point_terms, row_sum) {
+                    let extra_offset = b.ins().imul_imm_s(j, EXTRA_RECORD_BYTES as i64);
+                    let extra = b.ins().iadd(extras, extra_offset);
+                    let zw = b.ins().load(types::I32, flags(), extra, 0);
+                    let correction = b.ins().imul(zw, row_sum);
+                    sum = b.ins().isub(sum, correction);
+                }
                 let record_offset = b.ins().imul_imm_s(j, RECORD_BYTES as i64);
                 let record = b.ins().iadd(ops.records, record_offset);
                 let value = self.output.requantize_scalar(b, record, sum);

@@ -1,6 +1,9 @@
-//! int8 kernels: u8 activations (with a zero point) × s8 symmetric per-channel weights, i32
-//! accumulators, per-output-channel fixed-point requantization ([`qcc_ir::requant`]) to u8
-//! or i8, an optional clamp in the output's quantized domain (fused ReLU/ReLU6).
+//! int8 kernels: u8 activations (with a zero point) × s8 per-channel weights (symmetric, or
+//! with per-channel zero points), i32 accumulators, an optional residual input added into
+//! the accumulator (convolution), per-output-channel fixed-point requantization
+//! ([`qcc_ir::requant`]) to u8 or i8, an optional clamp in the output's quantized domain
+//! (fused ReLU/ReLU6): everything [`qcc_ir::op::Op::QuantizedConv`] and
+//! [`qcc_ir::op::Op::QuantizedMatMul`] allow, bit for bit.
 //!
 //! Zero-point compensation: with `x` u8 of zero point `zx`,
 //! `Σ (x − zx)·w = Σ x·w − zx·Σ w`, so the kernels multiply the raw bytes and the constant
@@ -15,15 +18,30 @@
 //! `vpdpbusd` where the target has AVX-512 VNNI or AVX-VNNI, the exact widening form
 //! elsewhere.
 //!
-//! Residual inputs and a dedicated depthwise kernel are not written yet: a depthwise
-//! convolution runs as a grouped implicit GEMM and says so in [`NodeLowering::fallback`].
+//! Nonzero weight zero points and the residual are epilogue terms ([`residual`]): the
+//! kernels without them are unchanged. With weight zero points the convolution sums each
+//! packed im2col panel per pixel and the matrix product sums each row of A
+//! ([`rowsum`](self)), and both subtract `zw[c]·Σ x` before requantizing; a residual is
+//! read from node input 3 and added with i32 saturation. Their per-channel constants are a
+//! third byte blob ([`epilogue_records`]).
+//!
+//! A dedicated depthwise kernel is not written yet: a depthwise convolution runs as a
+//! grouped implicit GEMM and says so in [`NodeLowering::fallback`].
 
+pub mod add;
+pub mod bytes;
 mod conv;
 mod gemm;
 #[cfg(test)]
 mod gemm_tests;
 mod microkernel;
+pub mod pool;
+pub mod quantize;
 mod requant;
+pub mod residual;
+#[cfg(test)]
+mod residual_tests;
+mod rowsum;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +53,7 @@ pub use conv::{pack_qconv_weights, packed_reduction, padded_channels, QConvKerne
 pub use gemm::{lower_qgemm, lower_qgemm_with, pack_qgemm_weights, QGemmKernel, QGemmParams};
 pub use microkernel::{DotProduct, QMicroKernel, RowOperand, K_GROUP, LANES};
 pub use requant::{requant_records, OutputQuant, OutputStage, RECORD_BYTES};
+pub use residual::{epilogue_records, Extras, ResidualQuant, EXTRA_RECORD_BYTES};
 
 use super::kernel::{Accumulator, KernelError, KernelParam, KernelSpec, Tile};
 use super::node::{Arg, ConvGeometry, KernelCall, NodeLowering};
@@ -55,6 +74,11 @@ pub struct QConvParams<'a> {
     pub requant: &'a [FixedPoint],
     /// The u8 input's zero point, 0..=255.
     pub input_zero_point: i32,
+    /// Weight zero points per output channel (`C_out` values) or one for all, in
+    /// −128..=127; `None` or all zero is the plain kernel.
+    pub weight_zero_points: Option<&'a [i32]>,
+    /// The residual added into the accumulator: node input 3 (u8, the output's shape).
+    pub residual: Option<ResidualQuant<'a>>,
     pub output: OutputQuant,
 }
 
@@ -194,13 +218,27 @@ pub fn lower_qconv_with(
     let zx = check_input_zero_point(kernel_name, params.input_zero_point)?;
     let stage = OutputStage::new(&params.output, params.requant).map_err(fail)?;
     let rows = RowOperand::WeightPanels;
-    let micro =
-        QMicroKernel::new(choice.tile, choice.dot, rows, stage, choice.k_unroll).map_err(fail)?;
+    let weight_zero_points =
+        residual::nonzero_weight_zero_points(params.weight_zero_points, g.out_channels)
+            .map_err(fail)?;
+    let residual_zero_point = params
+        .residual
+        .as_ref()
+        .map(residual::residual_zero_point)
+        .transpose()
+        .map_err(fail)?;
+    let extras = Extras {
+        weight_zero_points: weight_zero_points.is_some(),
+        residual: residual_zero_point,
+    };
+    let micro = QMicroKernel::new(choice.tile, choice.dot, rows, stage, choice.k_unroll)
+        .and_then(|micro| micro.with_extras(extras))
+        .map_err(fail)?;
     let cin_g = g.in_channels / g.group;
     let taps = g.kernel_h * g.kernel_w;
     let k = cin_g * taps;
     let weight = params.weight;
-    let bias = compensated_bias(
+    let mut bias = compensated_bias(
         weight,
         g.out_channels,
         k,
@@ -209,8 +247,20 @@ pub fn lower_qconv_with(
         |c, kk| weight[c * k + kk],
     )
     .map_err(fail)?;
+    if let Some(zw) = weight_zero_points {
+        // The pixel sums run over the packed panel, whose padding taps and padding channels
+        // hold zx: K is the packed reduction.
+        residual::weight_zero_point_bias(&mut bias, zw, packed_reduction(&g), zx);
+    }
     let records = requant_records(&bias, params.requant).map_err(fail)?;
     let packed = pack_qconv_weights(&g, weight, choice.tile.rows as usize).map_err(fail)?;
+    let mut bytes = vec![packed, records];
+    if extras.any() {
+        let records =
+            epilogue_records(g.out_channels, weight_zero_points, params.residual.as_ref())
+                .map_err(fail)?;
+        bytes.push(records);
+    }
     let op = format!(
         "qconv_n{}_c{}x{}x{}_o{}x{}x{}_{}_zx{}_{}",
         g.batch,
@@ -224,33 +274,26 @@ pub fn lower_qconv_with(
         zx,
         micro.name()
     );
-    let spec = int8_spec(
-        arch,
-        op,
-        choice.tile,
-        vec![
-            KernelParam::input("x"),
-            KernelParam::input("w_packed"),
-            KernelParam::input("requant"),
-            KernelParam::output("y"),
-            KernelParam::output("scratch"),
-        ],
-    );
+    let bytes_arg = |index| Arg::Bytes { index, offset: 0 };
+    let mut kernel_params = vec![
+        KernelParam::input("x"),
+        KernelParam::input("w_packed"),
+        KernelParam::input("requant"),
+    ];
+    let mut args = vec![Arg::input(0), bytes_arg(0), bytes_arg(1)];
+    if extras.any() {
+        kernel_params.push(KernelParam::input("extras"));
+        args.push(bytes_arg(2));
+    }
+    if extras.residual.is_some() {
+        kernel_params.push(KernelParam::input("residual"));
+        args.push(Arg::input(3));
+    }
+    kernel_params.extend([KernelParam::output("y"), KernelParam::output("scratch")]);
+    args.extend([Arg::output(0), Arg::Scratch { offset: 0 }]);
+    let spec = int8_spec(arch, op, choice.tile, kernel_params);
     let kernel = QConvKernel::new(spec, g, micro, zx);
     let scratch_bytes = kernel.scratch_bytes();
-    let args = vec![
-        Arg::input(0),
-        Arg::Bytes {
-            index: 0,
-            offset: 0,
-        },
-        Arg::Bytes {
-            index: 1,
-            offset: 0,
-        },
-        Arg::output(0),
-        Arg::Scratch { offset: 0 },
-    ];
     let fallback = params.geometry.is_depthwise().then(|| {
         "int8 depthwise convolution runs as a grouped implicit GEMM (one channel per group, \
          a quarter of each dot product used): correct but slow"
@@ -258,7 +301,7 @@ pub fn lower_qconv_with(
     });
     Ok(NodeLowering {
         calls: vec![KernelCall::new(Arc::new(kernel), args)?],
-        bytes: vec![packed, records],
+        bytes,
         scratch_bytes,
         description: format!(
             "int8 implicit gemm {} {}",

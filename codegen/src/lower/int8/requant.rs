@@ -155,14 +155,20 @@ impl OutputStage {
         }
     }
 
-    /// Four accumulators of one row → four clamped outputs in i32 lanes (module docs).
+    /// Four accumulators of one row plus the row's bias (wrapping).
+    pub(crate) fn add_bias(&self, b: &mut FunctionBuilder, row: &RowRequant, acc: Value) -> Value {
+        b.ins().iadd(acc, row.bias)
+    }
+
+    /// Four accumulators of one row, bias included ([`Self::add_bias`]) → four clamped
+    /// outputs in i32 lanes (module docs).
     pub(crate) fn requantize_vector(
         &self,
         b: &mut FunctionBuilder,
         row: &RowRequant,
-        acc: Value,
+        biased: Value,
     ) -> Value {
-        let mut x = b.ins().iadd(acc, row.bias);
+        let mut x = biased;
         if let Some((bound, negative)) = row.bound {
             x = b.ins().smax(x, negative);
             x = b.ins().smin(x, bound);

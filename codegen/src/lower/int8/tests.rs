@@ -259,6 +259,8 @@ pub(super) fn run_conv(
         bias,
         requant: &fixed,
         input_zero_point: i32::from(quant.zx),
+        weight_zero_points: None,
+        residual: None,
         output: quant.output,
     };
     let lowering = lower_qconv(target, &params).expect("int8 Conv lowers");
@@ -301,7 +303,7 @@ pub(super) fn same_bytes(got: &[u8], want: &[u8], what: &str) -> Result<(), Test
     Ok(())
 }
 
-fn conv_case() -> impl Strategy<Value = ConvCase> {
+pub(super) fn conv_case() -> impl Strategy<Value = ConvCase> {
     (
         (1usize..=3, prop_oneof![Just(1usize), Just(2), Just(3)]),
         (1usize..=9, 1usize..=9),

@@ -12,6 +12,7 @@ pub mod affine;
 pub mod bn_fold;
 pub mod fuse;
 pub mod horizontal;
+pub mod quant;
 pub mod simplify;
 pub mod weights;
 
@@ -50,15 +51,19 @@ pub enum Family {
     Simplify,
     /// Sibling 1×1 convolutions merged into one.
     Horizontal,
+    /// Integer ops realized from the QDQ form, DequantizeLinear moved past views, Q/DQ pairs
+    /// cancelled.
+    Quant,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::BnFold,
         Family::Affine,
         Family::Fuse,
         Family::Simplify,
         Family::Horizontal,
+        Family::Quant,
     ];
 
     pub fn rules(self) -> Vec<Arc<dyn TensorRule>> {
@@ -68,6 +73,7 @@ impl Family {
             Family::Fuse => fuse::rules(),
             Family::Simplify => simplify::rules(),
             Family::Horizontal => horizontal::rules(),
+            Family::Quant => quant::rules(),
         }
     }
 }

@@ -1,0 +1,127 @@
+//! The quantization options of `qcc compile`, `run`, `bench` and `compare`, and how they
+//! become the `quantize` pass's [`QuantizeOptions`].
+//!
+//! An int8 target needs calibration statistics: `--stats FILE` (from `qcc calibrate`) or
+//! `--calibrate DATA` (calibrate now, on the same kind of data `qcc calibrate --data` takes).
+//! The profile defaults to the target architecture's (`x86-vnni` on x86-64, `arm` on
+//! aarch64, with `usdot` when the target has i8mm). These options on a float target are an
+//! error rather than silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use qcc_codegen::target::{Feature, Precision};
+use qcc_codegen::Target;
+use qcc_passes::quant::{CalibrationStats, Profile, QuantizeOptions, RangeMethod, RangeMethods};
+
+use crate::calibration_data::DataSource;
+use crate::driver::{self, DriverError};
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct QuantArgs {
+    /// Calibration statistics from `qcc calibrate` (int8 targets).
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    /// Calibrate now on these samples (a .npy whose first axis is the sample, or a directory
+    /// of .npy files) instead of reading --stats.
+    #[arg(long, value_name = "DATA", conflicts_with = "stats")]
+    pub calibrate: Option<PathBuf>,
+    /// With --calibrate: read at most N samples.
+    #[arg(long, value_name = "N", requires = "calibrate")]
+    pub calibrate_samples: Option<usize>,
+    /// Hardware profile: tensorrt, fbgemm, tvm, snpe, acl, x86-vnni, arm (default: the
+    /// target's).
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
+    /// Keep nodes whose name matches PATTERN (`*` matches any run of characters) in fp32;
+    /// repeatable. A pattern that matches nothing is an error.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Range method for weights: minmax, percentile[=P], mse, kl.
+    #[arg(long, value_name = "METHOD", default_value = "minmax")]
+    pub weight_range: String,
+    /// Range method for activations: minmax, percentile[=P], mse, kl.
+    #[arg(long, value_name = "METHOD", default_value = "minmax")]
+    pub activation_range: String,
+}
+
+impl QuantArgs {
+    fn any_given(&self) -> bool {
+        self.stats.is_some()
+            || self.calibrate.is_some()
+            || self.profile.is_some()
+            || !self.exclude.is_empty()
+    }
+
+    /// The profile for `target`: `--profile` or the architecture's default.
+    pub fn profile(&self, target: &Target) -> Result<Profile, DriverError> {
+        let has_i8mm = target.has(Feature::I8mm);
+        let profile = match &self.profile {
+            Some(name) => Profile::parse_for(name, has_i8mm),
+            None => Profile::default_for(target.arch().name(), has_i8mm),
+        };
+        profile.map_err(|e| DriverError::Other(format!("--profile: {e}")))
+    }
+
+    /// The `quantize` pass's options for compiling `model` for `target`: `None` for a float
+    /// target (an error if quantization options were given anyway).
+    pub fn options(
+        &self,
+        model: &Path,
+        target: &Target,
+    ) -> Result<Option<QuantizeOptions>, DriverError> {
+        if target.precision() != Precision::Int8 {
+            if self.any_given() {
+                return Err(DriverError::Other(format!(
+                    "--stats, --calibrate, --profile and --exclude are for int8 targets; \
+                     {} computes in {}",
+                    target.name(),
+                    target.precision().name()
+                )));
+            }
+            return Ok(None);
+        }
+        let stats = match (&self.stats, &self.calibrate) {
+            (Some(path), _) => read_stats(path)?,
+            (None, Some(data)) => {
+                let graph = driver::load_model(model, 1)?;
+                let source = DataSource::Path(data.clone());
+                crate::calibrate::calibrate(model, &graph, &source, self.calibrate_samples, true)?
+            }
+            (None, None) => {
+                return Err(DriverError::Other(format!(
+                    "target {} needs calibration statistics: --stats FILE (from `qcc \
+                     calibrate {} --data DATA -o FILE`) or --calibrate DATA",
+                    target.name(),
+                    model.display()
+                )))
+            }
+        };
+        if stats.synthetic_inputs {
+            eprintln!(
+                "qcc: warning: the calibration statistics come from seeded random inputs; \
+                 int8 accuracy on real data is unknown"
+            );
+        }
+        let method = |flag: &str, text: &str| {
+            RangeMethod::parse(text).map_err(|e| DriverError::Other(format!("--{flag}: {e}")))
+        };
+        Ok(Some(QuantizeOptions {
+            profile: self.profile(target)?,
+            stats: Arc::new(stats),
+            methods: RangeMethods {
+                weights: method("weight-range", &self.weight_range)?,
+                activations: method("activation-range", &self.activation_range)?,
+            },
+            exclude: self.exclude.clone(),
+        }))
+    }
+}
+
+/// Reads a stats file written by `qcc calibrate`.
+pub fn read_stats(path: &Path) -> Result<CalibrationStats, DriverError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DriverError::Other(format!("--stats {}: {e}", path.display())))?;
+    CalibrationStats::from_json(&text)
+        .map_err(|e| DriverError::Other(format!("--stats {}: {e}", path.display())))
+}

