@@ -15,6 +15,9 @@
 //! ```
 //!
 //! - Comment lines at the top say why the file exists (what behaviour it pins down).
+//! - `; quantize: PROFILE` (optional) quantizes for a hardware profile: the `default`
+//!   pipeline then includes the `quantize` pass, with statistics from running the input graph
+//!   on four seeded random inputs.
 //! - `; pipeline: NAME NAME ...` names the passes, as `qcc_passes::pipeline_from_names`
 //!   takes them (`default` is the whole standard pipeline), with `PipelineOptions::default()`.
 //! - The input graph is the file's `.qir` text; `; check:` lines are comments to the parser.
@@ -39,6 +42,7 @@ const CHECK_PRINT: PrintOptions = PrintOptions {
 
 const CHECK_PREFIX: &str = "; check:";
 const PIPELINE_PREFIX: &str = "; pipeline:";
+const QUANTIZE_PREFIX: &str = "; quantize:";
 
 fn filetest_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests")
@@ -60,6 +64,9 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
 /// One file, split into its parts.
 struct Filetest {
     pipeline: Vec<String>,
+    /// `; quantize: PROFILE`: the pipeline quantizes for that profile, with statistics from
+    /// the input graph run on seeded random inputs.
+    quantize: Option<String>,
     /// Every line that is not a check line: header comments and the input graph.
     source_lines: Vec<String>,
     checks: Vec<String>,
@@ -67,12 +74,16 @@ struct Filetest {
 
 fn parse_filetest(text: &str) -> Result<Filetest, String> {
     let mut pipeline = None;
+    let mut quantize = None;
     let mut source_lines = Vec::new();
     let mut checks = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix(CHECK_PREFIX) {
             checks.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
             continue;
+        }
+        if let Some(rest) = line.strip_prefix(QUANTIZE_PREFIX) {
+            quantize = Some(rest.trim().to_string());
         }
         if let Some(rest) = line.strip_prefix(PIPELINE_PREFIX) {
             if pipeline.is_some() {
@@ -92,6 +103,7 @@ fn parse_filetest(text: &str) -> Result<Filetest, String> {
     }
     Ok(Filetest {
         pipeline,
+        quantize,
         source_lines,
         checks,
     })
@@ -102,7 +114,21 @@ fn actual_output(t: &Filetest) -> Result<String, String> {
     let source = t.source_lines.join("\n");
     let mut graph = parse_graph(&source).map_err(|e| format!("input graph: {e}"))?;
     let names: Vec<&str> = t.pipeline.iter().map(String::as_str).collect();
-    let pm = pipeline_from_names(&names, &PipelineOptions::default()).map_err(|e| e.to_string())?;
+    let mut options = PipelineOptions::default();
+    if let Some(profile) = &t.quantize {
+        let profile = qcc_passes::quant::Profile::parse(profile).map_err(|e| e.to_string())?;
+        let source = qcc::calibration_data::DataSource::Synthetic { count: 4, seed: 7 };
+        let stats =
+            qcc::calibrate::calibrate(Path::new("filetest.qir"), &graph, &source, None, false)
+                .map_err(|e| format!("calibration: {e}"))?;
+        options.quantize = Some(qcc_passes::quant::QuantizeOptions {
+            profile,
+            stats: std::sync::Arc::new(stats),
+            methods: Default::default(),
+            exclude: Vec::new(),
+        });
+    }
+    let pm = pipeline_from_names(&names, &options).map_err(|e| e.to_string())?;
     pm.run(&mut graph, None, None).map_err(|e| e.to_string())?;
     Ok(print_graph(&graph, &CHECK_PRINT))
 }

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod calibration_data;
+pub mod compare;
 pub mod compile;
 pub mod dot;
 pub mod driver;
@@ -15,5 +16,6 @@ pub mod inspect;
 pub mod npy;
 pub mod onnx;
 pub mod quant_args;
+pub mod quantize_export;
 pub mod rng;
 pub mod zoo;

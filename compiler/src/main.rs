@@ -151,6 +151,20 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Quantize a model as an int8 target would and write the quantized graph as an ONNX QDQ
+    /// model (QuantizeLinear/DequantizeLinear around standard ops, opset 13), which
+    /// onnxruntime and other engines run.
+    Quantize {
+        model: PathBuf,
+        /// Where to write the QDQ .onnx file.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// The int8 target whose quantization to reproduce (it picks the default profile).
+        #[arg(long, value_name = "TARGET", default_value = qcc::quantize_export::DEFAULT_TARGET)]
+        target: String,
+        #[command(flatten)]
+        quant: QuantArgs,
+    },
     /// Print per-node op, shapes, parameters and FLOPs, with totals.
     Inspect {
         model: PathBuf,
@@ -173,6 +187,40 @@ enum Command {
         /// The target whose cost model the optimizer uses (see `qcc targets`).
         #[arg(long, value_name = "TARGET")]
         target: Option<String>,
+    },
+    /// Run fp32 and int8 side by side: per-layer SQNR and cosine (interpreter, first
+    /// --layer-samples samples), then top-1/top-5 agreement, cosine and mean absolute error
+    /// of the outputs (compiled, every sample).
+    Compare {
+        model: PathBuf,
+        /// An int8 target that runs here (e.g. x86_64-int8); fp32 runs as native-fp32.
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        #[command(flatten)]
+        quant: QuantArgs,
+        /// A float32 .npy whose first axis is the sample, or a directory of .npy files.
+        #[arg(long, value_name = "PATH", required_unless_present = "synthetic")]
+        data: Option<PathBuf>,
+        /// Use N seeded random inputs instead of data (says little about real accuracy).
+        #[arg(long, value_name = "N", conflicts_with = "data")]
+        synthetic: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Use at most N samples for the output metrics.
+        #[arg(long, value_name = "N")]
+        samples: Option<usize>,
+        /// Per-layer statistics on the first K samples (the interpreter is slow).
+        #[arg(long, value_name = "K", default_value_t = 4)]
+        layer_samples: usize,
+        /// Binds a symbolic batch dimension.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Print the result as JSON on stdout (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Also plot SQNR per layer into FILE (SVG).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// List the compilation targets and their ISA features.
     Targets,
@@ -450,6 +498,56 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             );
             Ok(())
         }
+        Command::Quantize {
+            model,
+            output,
+            target,
+            quant,
+        } => {
+            let target = qcc::quantize_export::int8_target(Some(&target))?;
+            let quantized = qcc::quantize_export::quantize_model(&model, &target, &quant, &output)?;
+            for r in &quantized.reports {
+                for note in &r.notes {
+                    eprintln!("qcc: warning: pass '{}': {note}", r.pass);
+                }
+            }
+            for line in qcc::quantize_export::describe_outputs(&quantized.graph) {
+                eprintln!("{line}");
+            }
+            eprintln!(
+                "wrote the QDQ model ({} nodes, profile {}, opset {}) to {}",
+                quantized.graph.node_count(),
+                quant.profile(&target)?.name,
+                qcc::quantize_export::QDQ_OPSET,
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Compare {
+            model,
+            target,
+            quant,
+            data,
+            synthetic,
+            seed,
+            samples,
+            layer_samples,
+            batch,
+            json,
+            svg,
+        } => qcc::compare::run_command(&qcc::compare::CompareRequest {
+            model,
+            target,
+            quant,
+            data,
+            synthetic,
+            seed,
+            samples,
+            layer_samples,
+            batch,
+            json,
+            svg,
+        }),
         Command::Targets => {
             for t in qcc_codegen::Target::known_targets() {
                 println!("{:24} {}", t.name, t.description);

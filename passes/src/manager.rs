@@ -106,12 +106,20 @@ pub struct PipelineOptions {
 
 /// The standard pipeline: the canonical clean-up passes, then the e-graph optimizer.
 pub fn default_pipeline(opts: &PipelineOptions) -> PassManager {
-    let mut pm = calibration_pipeline(opts);
+    let mut pm = PassManager::new();
+    add_default_passes(&mut pm, opts);
+    pm
+}
+
+/// The standard pipeline's passes: canonical clean-up, batch-norm folding, the `quantize`
+/// pass when `opts.quantize` is set, then fusion (which realizes int8 ops).
+fn add_default_passes(pm: &mut PassManager, opts: &PipelineOptions) {
+    crate::canonical::add_canonical_passes(pm);
+    crate::egraph::add_pass_by_name(pm, "fold-batchnorm", &opts.egraph);
     if let Some(q) = &opts.quantize {
         pm.add(crate::quant::InsertQdq::new(q.clone()));
     }
-    crate::egraph::add_pass_by_name(&mut pm, "fuse", &opts.egraph);
-    pm
+    crate::egraph::add_pass_by_name(pm, "fuse", &opts.egraph);
 }
 
 /// The passes before quantization: canonical clean-up and batch-norm folding. Calibration
@@ -133,8 +141,7 @@ pub fn pipeline_from_names(
     let mut pm = PassManager::new();
     for &name in names {
         if name == "default" {
-            crate::canonical::add_canonical_passes(&mut pm);
-            crate::egraph::add_egraph_passes(&mut pm, &opts.egraph);
+            add_default_passes(&mut pm, opts);
         } else if !crate::canonical::add_pass_by_name(&mut pm, name)
             && !crate::egraph::add_pass_by_name(&mut pm, name, &opts.egraph)
         {

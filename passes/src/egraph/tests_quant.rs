@@ -305,11 +305,13 @@ fn realized_add_pool_and_moved_dequantizes_agree_with_the_qdq_graph() {
         let yd = b.qdq(sum, &py);
         // MaxPool then Concat with another tensor of the same parameters, each followed by
         // a Q/DQ with those parameters (which cancels once the DQ has moved up).
+        // 2x2 unpadded, or ResNet's padded 3x3 stem pool: both give 2x2 from 4x4.
+        let (kernel, pad) = if b.coin() { (2, 0) } else { (3, 1) };
         let pool = PoolAttrs {
-            kernel: vec![2, 2],
+            kernel: vec![kernel; 2],
             strides: vec![2, 2],
             dilations: vec![1, 1],
-            padding: Padding::Explicit(vec![0; 4]),
+            padding: Padding::Explicit(vec![pad; 4]),
             ceil_mode: false,
         };
         let pooled = b.node(Op::MaxPool(pool), vec![yd]);

@@ -21,7 +21,7 @@
 //! Nonzero weight zero points and the residual are epilogue terms ([`residual`]): the
 //! kernels without them are unchanged. With weight zero points the convolution sums each
 //! packed im2col panel per pixel and the matrix product sums each row of A
-//! ([`rowsum`](self)), and both subtract `zw[c]·Σ x` before requantizing; a residual is
+//! (`rowsum`), and both subtract `zw[c]·Σ x` before requantizing; a residual is
 //! read from node input 3 and added with i32 saturation. Their per-channel constants are a
 //! third byte blob ([`epilogue_records`]).
 //!
@@ -31,6 +31,7 @@
 pub mod add;
 pub mod bytes;
 mod conv;
+pub mod depthwise;
 mod gemm;
 #[cfg(test)]
 mod gemm_tests;

@@ -4,7 +4,7 @@
 //! **Weight zero points.** With per-channel weight zero points `zw[c]`,
 //! `Σ (x − zx)(w − zw[c]) = Σ (x − zx)·w − zw[c]·Σ x + zw[c]·K·zx`. The first term is what
 //! the kernels compute (the `zx·Σ w` part is in the compensated bias, see `super`), the
-//! constant `zw[c]·K·zx` joins the bias at compile time ([`weight_zero_point_bias`]), and the
+//! constant `zw[c]·K·zx` joins the bias at compile time (`weight_zero_point_bias`), and the
 //! run-time sums of the input bytes, `Σ x` per output pixel (convolution, over the packed
 //! panel, whose padding taps and channels hold `zx` and so need `K` = the packed reduction)
 //! or per row of A (matrix product), are computed by `super::rowsum` and subtracted,

@@ -27,7 +27,9 @@ use super::{as_op, constant, key_of, name_of, ty, Match, TensorRule};
 use crate::egraph::lang::{add_op, derived_consts, TGraph, TensorLang};
 use egg::Id;
 use qcc_ir::quant::quant_range;
-use qcc_ir::{Activation, ConvAttrs, DType, GemmAttrs, Op, QParams, Tensor, TensorType};
+use qcc_ir::{
+    Activation, ConvAttrs, DType, GemmAttrs, Op, Padding, PoolAttrs, QParams, Tensor, TensorType,
+};
 use std::sync::Arc;
 
 pub fn rules() -> Vec<Arc<dyn TensorRule>> {
@@ -504,16 +506,37 @@ fn shifted_weight(w: &Tensor, shift: i32, transpose: bool) -> Option<Tensor> {
 struct DequantizeMotion;
 
 fn commutes_with_dequantize(op: &Op) -> bool {
-    matches!(
-        op,
+    match op {
         Op::Reshape { .. }
-            | Op::Flatten { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Transpose { .. }
-            | Op::Identity
-            | Op::MaxPool(_)
-    )
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Transpose { .. }
+        | Op::Identity => true,
+        Op::MaxPool(p) => every_window_has_a_real_tap(p),
+        _ => false,
+    }
+}
+
+/// Whether no MaxPool window lies entirely in the padding: such a window is -inf in float but
+/// the type's minimum in 8 bits, which DQ does not map to -inf. Holds without ceil mode when
+/// there is no padding, or when windows are contiguous (dilation 1) and every pad is smaller
+/// than the kernel (the `same_*` paddings always are).
+fn every_window_has_a_real_tap(p: &PoolAttrs) -> bool {
+    if p.ceil_mode {
+        return false;
+    }
+    let pads_below_kernel = |pads: &[usize]| {
+        let spatial = p.kernel.len();
+        pads.iter()
+            .enumerate()
+            .all(|(i, &pad)| pad < p.kernel[i % spatial.max(1)])
+    };
+    match &p.padding {
+        Padding::Explicit(pads) if pads.iter().all(|&x| x == 0) => true,
+        Padding::Explicit(pads) => p.dilations.iter().all(|&d| d == 1) && pads_below_kernel(pads),
+        Padding::SameUpper | Padding::SameLower => p.dilations.iter().all(|&d| d == 1),
+    }
 }
 
 impl TensorRule for DequantizeMotion {
@@ -711,5 +734,26 @@ mod tests {
         // shifted i8 would: it is refused rather than wrapped.
         let i8w = Tensor::from_le_bytes(&TensorType::new(DType::I8, vec![1]), &[0x80]).unwrap();
         assert!(shifted_weight(&i8w, -128, false).is_none());
+    }
+
+    #[test]
+    fn dequantize_moves_past_max_pools_without_all_padding_windows() {
+        let pool = |pads: Vec<usize>, dilation: usize, ceil_mode: bool| PoolAttrs {
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            dilations: vec![dilation; 2],
+            padding: Padding::Explicit(pads),
+            ceil_mode,
+        };
+        // ResNet's stem pool: 3x3, stride 2, pad 1.
+        assert!(every_window_has_a_real_tap(&pool(vec![1; 4], 1, false)));
+        assert!(every_window_has_a_real_tap(&pool(vec![0; 4], 2, false)));
+        assert!(!every_window_has_a_real_tap(&pool(
+            vec![3, 0, 0, 0],
+            1,
+            false
+        )));
+        assert!(!every_window_has_a_real_tap(&pool(vec![1; 4], 2, false)));
+        assert!(!every_window_has_a_real_tap(&pool(vec![0; 4], 1, true)));
     }
 }

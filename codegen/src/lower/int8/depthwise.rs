@@ -1,0 +1,658 @@
+//! The int8 depthwise convolution (`group == C_in == C_out`, one filter per channel): u8
+//! activations, s8 weights of zero point 0, i32 accumulators, the int8 kernels'
+//! requantization ([`OutputStage`], the same 32-byte records), u8 or i8 output.
+//!
+//! One kernel, `void k(const uint8_t *x, const int8_t *w_packed, const record *requant,
+//! uint8_t *y, uint8_t *scratch)`, everything else baked in. Per (image, channel) plane:
+//!
+//! - The plane is copied into a scratch plane padded with the input zero point `zx`, so
+//!   padding taps contribute `zx·w`, which the compensated bias (`bias − zx·Σw`, see
+//!   `super`) removes exactly as it removes `zx·w` from the real taps: every tap adds
+//!   `(x − zx)·w`. The padding cells are the same for every plane: the whole scratch is
+//!   filled with `zx` once per call and only the interior is rewritten per plane.
+//! - Outputs are computed four pixels of one row per i32x4 vector, as four-tap dot products
+//!   (`vpdpbusd` where the target has VNNI): the taps of one kernel row are split into
+//!   chunks of at most four ([`TapChunk`]); for a chunk, one 16-byte load from the scratch
+//!   row at the vector's first pixel and one byte shuffle (`pshufb`) put pixel `p`'s bytes
+//!   `x[p·s + j·d]` (`j <` chunk length) into lane `p`, and one dot product with the chunk's
+//!   four weights (zero-filled) splatted adds all its taps. A 3×3 kernel is three dot
+//!   products per four outputs. The loads read up to 15 bytes past a chunk's first tap, so
+//!   a chunk spans `3·s + (len − 1)·d ≤ 15` bytes: strides up to 5.
+//! - [`block_vectors`] vectors (adjacent outputs of one row) form a block whose taps are
+//!   unrolled in straight-line code; the row's last, partial block stores only its valid
+//!   bytes. Lanes past the row's end read the next row or the scratch's slack and are
+//!   discarded.
+//!
+//! Integer sums are exact and wrap like the interpreter's i32 accumulator, so the order of
+//! the taps is free and the result is bit-identical.
+
+use std::sync::Arc;
+
+use cranelift_codegen::ir::{types, Immediate, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+
+use super::microkernel::{little, shuffle_mask, DotProduct, QMicroKernel, RowOperand};
+use super::requant::{requant_records, OutputStage, RECORD_BYTES};
+use super::{
+    check_input_zero_point, compensated_bias, int8_spec, residual, unsupported, QConvParams,
+    DEFAULT_K_UNROLL,
+};
+use crate::lower::kernel::{
+    arity_error, counted_loop, flags, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+    Tile,
+};
+use crate::lower::node::{Arg, ConvGeometry, KernelCall, NodeLowering};
+use crate::target::{Arch, Target};
+
+/// Output pixels per i32x4 vector.
+const PIXELS: usize = 4;
+/// Bytes of one vector load: a chunk's bytes must lie within one.
+const VECTOR_BYTES: usize = 16;
+/// Scratch planes larger than this are refused (offsets are 32-bit immediates).
+const MAX_SCRATCH_BYTES: usize = 1 << 30;
+/// Kernels with more tap chunks than this are refused (the taps are unrolled in the code).
+const MAX_CHUNKS: usize = 1024;
+/// Bytes of one channel's weights per chunk (four s8, zero-filled).
+const CHUNK_BYTES: usize = 4;
+
+/// Vectors per block for `dot`: the accumulators plus the splatted weights and one loaded
+/// row (two halves each with the widening form) must leave room for the requantization's
+/// eight splatted constants when the block's results are requantized.
+pub fn block_vectors(dot: DotProduct) -> usize {
+    match dot {
+        DotProduct::Vnni => 4,
+        DotProduct::Widening => 4,
+    }
+}
+
+/// Consecutive taps `first..first + len` of one kernel row, summed by one dot product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapChunk {
+    pub first: usize,
+    pub len: usize,
+}
+
+/// The chunks of a kernel row of `kernel_w` taps, dilation `d`, stride `s`: as long as the
+/// bytes of four pixels fit one 16-byte load (`3·s + (len − 1)·d ≤ 15`), at most four.
+/// `None` when not even one tap fits (stride above 5).
+pub fn tap_chunks(kernel_w: usize, stride: usize, dilation: usize) -> Option<Vec<TapChunk>> {
+    let span = |len: usize| (PIXELS - 1) * stride + (len - 1) * dilation;
+    let longest = (1..=CHUNK_BYTES)
+        .rev()
+        .find(|&len| span(len) < VECTOR_BYTES)?;
+    Some(
+        (0..kernel_w)
+            .step_by(longest)
+            .map(|first| TapChunk {
+                first,
+                len: longest.min(kernel_w - first),
+            })
+            .collect(),
+    )
+}
+
+/// The padded scratch plane: `rows × pitch` bytes, then slack for the loads of the last
+/// row's vectors past its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScratchPlane {
+    pitch: usize,
+    bytes: usize,
+}
+
+impl ScratchPlane {
+    fn new(g: &ConvGeometry, chunks: &[TapChunk]) -> ScratchPlane {
+        let pitch = g.pad_left + g.in_w + g.pad_right;
+        let rows = g.pad_top + g.in_h + g.pad_bottom;
+        let last_vector = (g.out_w.div_ceil(PIXELS) - 1) * PIXELS * g.stride_w;
+        let last_chunk = chunks.last().map_or(0, |c| c.first) * g.dilation_w;
+        let last_row = ((g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h) * pitch;
+        let read_end = last_row + last_vector + last_chunk + VECTOR_BYTES;
+        ScratchPlane {
+            pitch,
+            bytes: (rows * pitch).max(read_end).next_multiple_of(VECTOR_BYTES),
+        }
+    }
+}
+
+/// A whole int8 depthwise convolution (see the module docs).
+#[derive(Clone, Debug)]
+pub struct QDepthwiseKernel {
+    spec: KernelSpec,
+    geometry: ConvGeometry,
+    chunks: Vec<TapChunk>,
+    plane: ScratchPlane,
+    /// The dot-product generator shared with the GEMM kernels (its tile is unused).
+    dot: QMicroKernel,
+    stage: OutputStage,
+    input_zero_point: u8,
+    vectors: usize,
+}
+
+/// The two shuffle masks of a block: full chunks and the row's last, shorter chunk.
+struct Masks {
+    by_len: [Option<Immediate>; CHUNK_BYTES + 1],
+}
+
+impl QDepthwiseKernel {
+    /// Bytes of scratch the kernel needs (one padded plane).
+    pub fn scratch_bytes(&self) -> usize {
+        self.plane.bytes
+    }
+
+    /// Bytes of one channel's packed weights.
+    fn channel_weight_bytes(&self) -> usize {
+        self.geometry.kernel_h * self.chunks.len() * CHUNK_BYTES
+    }
+
+    /// Lane `p`, byte `j` reads byte `p·s + j·d` of the load (`j ≥ len`: any byte of the
+    /// pixel, its weight is 0).
+    fn masks(&self, b: &mut FunctionBuilder) -> Masks {
+        let g = &self.geometry;
+        let mut by_len = [None; CHUNK_BYTES + 1];
+        for chunk in &self.chunks {
+            if by_len[chunk.len].is_some() {
+                continue;
+            }
+            let mut indices = [0u8; 16];
+            for (i, index) in indices.iter_mut().enumerate() {
+                let (p, j) = (i / CHUNK_BYTES, i % CHUNK_BYTES);
+                let tap = if j < chunk.len { j * g.dilation_w } else { 0 };
+                // Below 16: `tap_chunks` keeps every chunk's span inside one load.
+                *index = (p * g.stride_w + tap) as u8;
+            }
+            by_len[chunk.len] = Some(shuffle_mask(b, indices));
+        }
+        Masks { by_len }
+    }
+
+    fn imm(&self, value: usize) -> Result<i32, KernelError> {
+        i32::try_from(value).map_err(|_| KernelError::Unsupported {
+            kernel: self.spec.name.clone(),
+            reason: format!("offset {value} does not fit a 32-bit immediate"),
+        })
+    }
+
+    /// Copies input plane `x_plane` into the interior of the scratch plane.
+    fn emit_copy_plane(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        x_plane: Value,
+        scratch: Value,
+    ) -> Result<(), KernelError> {
+        let g = &self.geometry;
+        let pointer = context.pointer;
+        let first = self.imm(g.pad_top * self.plane.pitch + g.pad_left)?;
+        let zero = b.ins().iconst(pointer, 0);
+        let rows = b.ins().iconst(pointer, g.in_h as i64);
+        counted_loop(b, pointer, zero, rows, 1, |b, r| {
+            let src_offset = b.ins().imul_imm_s(r, g.in_w as i64);
+            let src = b.ins().iadd(x_plane, src_offset);
+            let dst_offset = b.ins().imul_imm_s(r, self.plane.pitch as i64);
+            let dst = b.ins().iadd(scratch, dst_offset);
+            let dst = b.ins().iadd_imm_s(dst, i64::from(first));
+            copy_bytes(b, pointer, src, dst, g.in_w);
+        });
+        Ok(())
+    }
+
+    /// One block of `vectors` i32x4 outputs of one row, `valid` of its pixels stored:
+    /// `input` is the scratch row of the block's first output, `output` its first byte.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_block(
+        &self,
+        b: &mut FunctionBuilder,
+        masks: &Masks,
+        weights: Value,
+        record: Value,
+        input: Value,
+        output: Value,
+        vectors: usize,
+        valid: usize,
+    ) -> Result<(), KernelError> {
+        let g = &self.geometry;
+        let zero = b.ins().iconst(types::I32, 0);
+        let zero = b.ins().splat(types::I32X4, zero);
+        let mut accumulators = vec![zero; vectors];
+        for ky in 0..g.kernel_h {
+            for (i, chunk) in self.chunks.iter().enumerate() {
+                let at = self.imm((ky * self.chunks.len() + i) * CHUNK_BYTES)?;
+                // Loaded as an f32 and splatted: x64 folds that into `vbroadcastss m32`.
+                let w = b.ins().load(types::F32, flags(), weights, at);
+                let w = b.ins().splat(types::F32X4, w);
+                let w = b.ins().bitcast(types::I8X16, little(), w);
+                let w = self.dot.prepare(b, w, true);
+                let mask = masks.by_len[chunk.len].ok_or_else(|| KernelError::Unsupported {
+                    kernel: self.spec.name.clone(),
+                    reason: format!("no shuffle mask for {} taps", chunk.len),
+                })?;
+                let row = ky * g.dilation_h * self.plane.pitch + chunk.first * g.dilation_w;
+                for (v, acc) in accumulators.iter_mut().enumerate() {
+                    let at = self.imm(row + v * PIXELS * g.stride_w)?;
+                    let x = b.ins().load(types::I8X16, flags(), input, at);
+                    let x = b.ins().shuffle(x, x, mask);
+                    let x = self.dot.prepare(b, x, false);
+                    *acc = self.dot.dot(b, w, x, *acc);
+                }
+            }
+        }
+        let requant = self.stage.load_row(b, record);
+        let values: Vec<Value> = accumulators
+            .into_iter()
+            .map(|acc| {
+                let biased = self.stage.add_bias(b, &requant, acc);
+                self.stage.requantize_vector(b, &requant, biased)
+            })
+            .collect();
+        for (i, group) in values.chunks(4).enumerate() {
+            let bytes = narrow_to_bytes(b, self.stage.signed, group);
+            let stored = valid.saturating_sub(i * VECTOR_BYTES).min(VECTOR_BYTES);
+            store_prefix(b, bytes, output, self.imm(i * VECTOR_BYTES)?, stored);
+        }
+        Ok(())
+    }
+
+    /// All output rows of one plane.
+    fn emit_plane(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        masks: &Masks,
+        weights: Value,
+        record: Value,
+        scratch: Value,
+        y_plane: Value,
+    ) -> Result<(), KernelError> {
+        let g = &self.geometry;
+        let pointer = context.pointer;
+        let block_pixels = self.vectors * PIXELS;
+        let blocks = g.out_w / block_pixels;
+        let remainder = g.out_w % block_pixels;
+        let zero = b.ins().iconst(pointer, 0);
+        let out_h = b.ins().iconst(pointer, g.out_h as i64);
+        let blocks_value = b.ins().iconst(pointer, blocks as i64);
+        let in_row_step = (g.stride_h * self.plane.pitch) as i64;
+        let in_block_step = (block_pixels * g.stride_w) as i64;
+        let mut result = Ok(());
+        counted_loop(b, pointer, zero, out_h, 1, |b, oy| {
+            let in_offset = b.ins().imul_imm_s(oy, in_row_step);
+            let in_row = b.ins().iadd(scratch, in_offset);
+            let out_offset = b.ins().imul_imm_s(oy, g.out_w as i64);
+            let out_row = b.ins().iadd(y_plane, out_offset);
+            counted_loop(b, pointer, zero, blocks_value, 1, |b, k| {
+                let in_offset = b.ins().imul_imm_s(k, in_block_step);
+                let input = b.ins().iadd(in_row, in_offset);
+                let out_offset = b.ins().imul_imm_s(k, block_pixels as i64);
+                let output = b.ins().iadd(out_row, out_offset);
+                let block = self.emit_block(
+                    b,
+                    masks,
+                    weights,
+                    record,
+                    input,
+                    output,
+                    self.vectors,
+                    block_pixels,
+                );
+                result = result.clone().and(block);
+            });
+            if remainder > 0 {
+                let input = b.ins().iadd_imm_s(in_row, blocks as i64 * in_block_step);
+                let output = b.ins().iadd_imm_s(out_row, (blocks * block_pixels) as i64);
+                let vectors = remainder.div_ceil(PIXELS);
+                let block =
+                    self.emit_block(b, masks, weights, record, input, output, vectors, remainder);
+                result = result.clone().and(block);
+            }
+        });
+        result
+    }
+}
+
+/// Copies `len` bytes (a compile-time count) from `src` to `dst`: 16-byte vectors, the last
+/// one overlapping the previous when `len` is not a multiple of 16; shorter rows in 8-, 4-,
+/// 2- and 1-byte pieces. Never touches a byte outside either range.
+fn copy_bytes(b: &mut FunctionBuilder, pointer: types::Type, src: Value, dst: Value, len: usize) {
+    // Rows up to this many vectors are unrolled; longer ones loop.
+    const UNROLLED_VECTORS: usize = 8;
+    let copy_vector = |b: &mut FunctionBuilder, src: Value, dst: Value, at: i32| {
+        let v = b.ins().load(types::I8X16, flags(), src, at);
+        b.ins().store(flags(), v, dst, at);
+    };
+    if len < VECTOR_BYTES {
+        let mut at = 0;
+        for (size, ty) in [
+            (8, types::I64),
+            (4, types::I32),
+            (2, types::I16),
+            (1, types::I8),
+        ] {
+            if len - at >= size {
+                let v = b.ins().load(ty, flags(), src, at as i32);
+                b.ins().store(flags(), v, dst, at as i32);
+                at += size;
+            }
+        }
+        return;
+    }
+    let vectors = len / VECTOR_BYTES;
+    if vectors <= UNROLLED_VECTORS {
+        for i in 0..vectors {
+            copy_vector(b, src, dst, (i * VECTOR_BYTES) as i32);
+        }
+    } else {
+        let zero = b.ins().iconst(pointer, 0);
+        let end = b.ins().iconst(pointer, len as i64);
+        counted_loop(b, pointer, zero, end, VECTOR_BYTES as i64, |b, i| {
+            let from = b.ins().iadd(src, i);
+            let to = b.ins().iadd(dst, i);
+            copy_vector(b, from, to, 0);
+        });
+    }
+    if !len.is_multiple_of(VECTOR_BYTES) {
+        // Rows are far below 2 GiB: the lowering bounds the plane.
+        copy_vector(b, src, dst, (len - VECTOR_BYTES) as i32);
+    }
+}
+
+/// Up to four vectors of clamped i32 outputs → their bytes (u8 or i8), in order.
+fn narrow_to_bytes(b: &mut FunctionBuilder, signed: bool, values: &[Value]) -> Value {
+    let at = |i: usize| values.get(i).copied().unwrap_or(values[0]);
+    let words_low = b.ins().snarrow(at(0), at(1));
+    let words_high = b.ins().snarrow(at(2), at(3));
+    if signed {
+        b.ins().snarrow(words_low, words_high)
+    } else {
+        b.ins().unarrow(words_low, words_high)
+    }
+}
+
+/// Stores the first `len` (≤ 16) bytes of `bytes` at `base + offset`: the whole vector, or
+/// 8-, 4-, 2- and 1-byte lanes (each piece's offset is a multiple of its size).
+fn store_prefix(b: &mut FunctionBuilder, bytes: Value, base: Value, offset: i32, len: usize) {
+    if len >= VECTOR_BYTES {
+        b.ins().store(flags(), bytes, base, offset);
+        return;
+    }
+    let mut at = 0;
+    for (size, ty) in [
+        (8, types::I64X2),
+        (4, types::I32X4),
+        (2, types::I16X8),
+        (1, types::I8X16),
+    ] {
+        if len - at >= size {
+            let lanes = if ty == types::I8X16 {
+                bytes
+            } else {
+                b.ins().bitcast(ty, little(), bytes)
+            };
+            let lane = b.ins().extractlane(lanes, (at / size) as u8);
+            b.ins().store(flags(), lane, base, offset + at as i32);
+            at += size;
+        }
+    }
+}
+
+impl Kernel for QDepthwiseKernel {
+    fn spec(&self) -> &KernelSpec {
+        &self.spec
+    }
+
+    fn build_body(
+        &self,
+        b: &mut FunctionBuilder,
+        context: &KernelContext,
+        params: &[Value],
+    ) -> Result<(), KernelError> {
+        if params.len() != self.spec.params.len() {
+            return Err(arity_error(&self.spec, params));
+        }
+        let (x, w, records, y, scratch) = (params[0], params[1], params[2], params[3], params[4]);
+        let g = self.geometry;
+        let pointer = context.pointer;
+        let masks = self.masks(b);
+
+        // The padding cells (and the slack) hold zx for the whole call.
+        let zx = b
+            .ins()
+            .iconst(types::I8, i64::from(self.input_zero_point as i8));
+        let zx = b.ins().splat(types::I8X16, zx);
+        let zero = b.ins().iconst(pointer, 0);
+        let fill_end = b.ins().iconst(pointer, self.plane.bytes as i64);
+        counted_loop(b, pointer, zero, fill_end, VECTOR_BYTES as i64, |b, i| {
+            let at = b.ins().iadd(scratch, i);
+            b.ins().store(flags(), zx, at, 0);
+        });
+
+        let in_plane = (g.in_h * g.in_w) as i64;
+        let out_plane = (g.out_h * g.out_w) as i64;
+        let channels = g.in_channels as i64;
+        let batch = b.ins().iconst(pointer, g.batch as i64);
+        let channel_count = b.ins().iconst(pointer, channels);
+        let mut result = Ok(());
+        counted_loop(b, pointer, zero, batch, 1, |b, n| {
+            let first_plane = b.ins().imul_imm_s(n, channels);
+            counted_loop(b, pointer, zero, channel_count, 1, |b, c| {
+                let plane = b.ins().iadd(first_plane, c);
+                let x_offset = b.ins().imul_imm_s(plane, in_plane);
+                let x_plane = b.ins().iadd(x, x_offset);
+                let y_offset = b.ins().imul_imm_s(plane, out_plane);
+                let y_plane = b.ins().iadd(y, y_offset);
+                let w_offset = b.ins().imul_imm_s(c, self.channel_weight_bytes() as i64);
+                let weights = b.ins().iadd(w, w_offset);
+                let record_offset = b.ins().imul_imm_s(c, RECORD_BYTES as i64);
+                let record = b.ins().iadd(records, record_offset);
+                let step = self
+                    .emit_copy_plane(b, context, x_plane, scratch)
+                    .and_then(|()| {
+                        self.emit_plane(b, context, &masks, weights, record, scratch, y_plane)
+                    });
+                result = result.clone().and(step);
+            });
+        });
+        result?;
+        b.ins().return_(&[]);
+        Ok(())
+    }
+}
+
+/// The packed weights: per channel, per kernel row, per chunk, the chunk's taps then zeros
+/// (four s8).
+fn pack_weights(g: &ConvGeometry, chunks: &[TapChunk], weight: &[i8]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(g.in_channels * g.kernel_h * chunks.len() * CHUNK_BYTES);
+    for c in 0..g.in_channels {
+        for ky in 0..g.kernel_h {
+            let row = (c * g.kernel_h + ky) * g.kernel_w;
+            for chunk in chunks {
+                let mut bytes = [0u8; CHUNK_BYTES];
+                for (j, byte) in bytes.iter_mut().enumerate().take(chunk.len) {
+                    *byte = weight[row + chunk.first + j] as u8;
+                }
+                packed.extend(bytes);
+            }
+        }
+    }
+    packed
+}
+
+/// Lowers an int8 depthwise convolution for `target`. Refuses (`KernelError::Unsupported`,
+/// the caller then uses [`super::lower_qconv`]'s grouped path) what this kernel does not do:
+/// non-depthwise geometry, nonzero weight zero points, a residual, horizontal strides
+/// above 5.
+pub fn lower_qdepthwise(
+    target: &Target,
+    params: &QConvParams,
+) -> Result<NodeLowering, KernelError> {
+    let dot = DotProduct::for_target(target);
+    lower_qdepthwise_with(target.arch(), dot, block_vectors(dot), params)
+}
+
+/// Lowers an int8 depthwise convolution with an explicit dot product and block width in
+/// vectors (tests and benchmarks).
+pub fn lower_qdepthwise_with(
+    arch: Arch,
+    dot: DotProduct,
+    vectors: usize,
+    params: &QConvParams,
+) -> Result<NodeLowering, KernelError> {
+    let g = params.geometry;
+    let kernel_name = "int8 depthwise Conv";
+    let fail = |reason: String| unsupported(kernel_name, reason);
+    if !(g.group == g.in_channels && g.group == g.out_channels && g.group > 0) {
+        return Err(fail(format!(
+            "not depthwise: {} input channels, {} output channels, group {}",
+            g.in_channels, g.out_channels, g.group
+        )));
+    }
+    let extents = [g.kernel_h, g.kernel_w, g.stride_h, g.stride_w];
+    if extents.contains(&0) || g.dilation_h == 0 || g.dilation_w == 0 {
+        return Err(fail(format!(
+            "kernel, strides and dilations must be positive: {}",
+            g.short_name()
+        )));
+    }
+    if g.batch == 0 || g.out_h == 0 || g.out_w == 0 {
+        return Err(fail("empty output".into()));
+    }
+    if vectors == 0 || vectors > 8 {
+        return Err(fail(format!("{vectors} vectors per block is not in 1..=8")));
+    }
+    let span = |k: usize, d: usize| (k - 1) * d + 1;
+    let rows_read = (g.out_h - 1) * g.stride_h + span(g.kernel_h, g.dilation_h);
+    let columns_read = (g.out_w - 1) * g.stride_w + span(g.kernel_w, g.dilation_w);
+    if rows_read > g.pad_top + g.in_h + g.pad_bottom
+        || columns_read > g.pad_left + g.in_w + g.pad_right
+    {
+        return Err(fail(format!(
+            "output {}x{} does not fit input {}x{} with {}",
+            g.out_h,
+            g.out_w,
+            g.in_h,
+            g.in_w,
+            g.short_name()
+        )));
+    }
+    if residual::nonzero_weight_zero_points(params.weight_zero_points, g.out_channels)
+        .map_err(fail)?
+        .is_some()
+    {
+        return Err(fail("nonzero weight zero points".into()));
+    }
+    if params.residual.is_some() {
+        return Err(fail("a residual input".into()));
+    }
+    let chunks = tap_chunks(g.kernel_w, g.stride_w, g.dilation_w).ok_or_else(|| {
+        fail(format!(
+            "horizontal stride {} puts four pixels beyond one 16-byte load",
+            g.stride_w
+        ))
+    })?;
+    if g.kernel_h * chunks.len() > MAX_CHUNKS {
+        return Err(fail(format!(
+            "{} tap chunks exceed the limit of {MAX_CHUNKS}",
+            g.kernel_h * chunks.len()
+        )));
+    }
+    let plane = ScratchPlane::new(&g, &chunks);
+    let in_plane = g.in_h * g.in_w;
+    if plane.bytes > MAX_SCRATCH_BYTES || in_plane > MAX_SCRATCH_BYTES {
+        return Err(fail(format!(
+            "scratch plane of {} bytes exceeds {MAX_SCRATCH_BYTES}",
+            plane.bytes
+        )));
+    }
+    let zx = check_input_zero_point(kernel_name, params.input_zero_point)?;
+    let stage = OutputStage::new(&params.output, params.requant).map_err(fail)?;
+    let taps = g.kernel_h * g.kernel_w;
+    let weight = params.weight;
+    let bias = compensated_bias(
+        weight,
+        g.out_channels,
+        taps,
+        params.bias,
+        params.input_zero_point,
+        |c, k| weight[c * taps + k],
+    )
+    .map_err(fail)?;
+    let records = requant_records(&bias, params.requant).map_err(fail)?;
+    let packed = pack_weights(&g, &chunks, weight);
+    // Only `prepare` and `dot` of the micro-kernel are used: its own default tile.
+    let dot_kernel = QMicroKernel::new(
+        dot.default_tile(),
+        dot,
+        RowOperand::WeightPanels,
+        stage,
+        DEFAULT_K_UNROLL,
+    )
+    .map_err(fail)?;
+    let op = format!(
+        "qdw_n{}_c{}_i{}x{}_o{}x{}_{}_zx{}_{}_v{}_{}",
+        g.batch,
+        g.in_channels,
+        g.in_h,
+        g.in_w,
+        g.out_h,
+        g.out_w,
+        g.short_name().replace(',', "_"),
+        zx,
+        dot.name(),
+        vectors,
+        stage.name()
+    );
+    let tile = Tile {
+        rows: 1,
+        cols: (vectors * PIXELS) as u32,
+    };
+    let kernel_params = vec![
+        KernelParam::input("x"),
+        KernelParam::input("w_packed"),
+        KernelParam::input("requant"),
+        KernelParam::output("y"),
+        KernelParam::output("scratch"),
+    ];
+    let kernel = QDepthwiseKernel {
+        spec: int8_spec(arch, op, tile, kernel_params),
+        geometry: g,
+        chunks,
+        plane,
+        dot: dot_kernel,
+        stage,
+        input_zero_point: zx,
+        vectors,
+    };
+    let scratch_bytes = kernel.scratch_bytes();
+    let args = vec![
+        Arg::input(0),
+        Arg::Bytes {
+            index: 0,
+            offset: 0,
+        },
+        Arg::Bytes {
+            index: 1,
+            offset: 0,
+        },
+        Arg::output(0),
+        Arg::Scratch { offset: 0 },
+    ];
+    let description = format!(
+        "int8 depthwise {}x{}/s{}x{} {} ({} vectors, padded u8 scratch)",
+        g.kernel_h,
+        g.kernel_w,
+        g.stride_h,
+        g.stride_w,
+        dot.name(),
+        vectors
+    );
+    Ok(NodeLowering {
+        calls: vec![KernelCall::new(Arc::new(kernel), args)?],
+        bytes: vec![packed, records],
+        scratch_bytes,
+        description,
+        ..NodeLowering::default()
+    })
+}
+
+#[cfg(test)]
+#[path = "depthwise_tests.rs"]
+mod tests;

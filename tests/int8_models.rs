@@ -1,0 +1,199 @@
+//! Whole models quantized for every hardware profile and compiled for `x86_64-int8`: the
+//! compiled program must equal the reference interpreter run on the same quantized graph,
+//! bit for bit (one rounding policy everywhere), every profile must realize integer ops, and
+//! the int8 output must stay close to the fp32 model's (the quantization itself is sane).
+//!
+//! Calibration uses seeded random inputs (the zoo models have random weights anyway); the
+//! real-model accuracy suite is `scripts/accuracy/run.sh`.
+
+mod common;
+
+use qcc::calibration_data::DataSource;
+use qcc::compile::{lower_graph_quantized, JitModel};
+use qcc_codegen::Target;
+use qcc_ir::{Graph, Op, Tensor};
+use qcc_passes::quant::{Profile, QuantizeOptions, RangeMethods};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+fn random_inputs(g: &Graph, seed: u64) -> Vec<(String, Tensor)> {
+    let mut rng = qcc::rng::SeededRng::new(seed);
+    g.input_values()
+        .iter()
+        .map(|&v| {
+            let value = g.value(v);
+            (
+                value.name.clone(),
+                qcc::driver::random_tensor(&value.ty, &mut rng),
+            )
+        })
+        .collect()
+}
+
+fn options(g: &Graph, profile: Profile) -> Result<QuantizeOptions, String> {
+    let stats = qcc::calibrate::calibrate(
+        Path::new("zoo.onnx"),
+        g,
+        &DataSource::Synthetic { count: 2, seed: 11 },
+        None,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(QuantizeOptions {
+        profile,
+        stats: Arc::new(stats),
+        methods: RangeMethods::default(),
+        exclude: Vec::new(),
+    })
+}
+
+/// Quantizes and compiles `g` for `profile`; checks the compiled output against the
+/// interpreter on the quantized graph and against the fp32 interpreter.
+fn check(name: &str, g: Graph, profile: Profile) -> Result<String, String> {
+    let what = format!("{name} / {}", profile.name);
+    let fail = |e: String| format!("{what}: {e}");
+    let inputs = random_inputs(&g, 5);
+    let map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
+    let float = qcc_ir::eval::run(&g, &map).map_err(|e| fail(e.to_string()))?;
+    let target = Target::parse("x86_64-int8").map_err(|e| e.to_string())?;
+    let opts = options(&g, profile).map_err(fail)?;
+    let mut lowered =
+        lower_graph_quantized(g, &target, "model", Some(opts)).map_err(|e| fail(e.to_string()))?;
+    let integer_ops = lowered
+        .graph
+        .petgraph()
+        .node_indices()
+        .filter(|&n| {
+            matches!(
+                lowered.graph.node(n).op,
+                Op::QuantizedConv { .. } | Op::QuantizedMatMul { .. }
+            )
+        })
+        .count();
+    if integer_ops == 0 {
+        return Err(fail("no integer convolution or matrix product".into()));
+    }
+    let expected = qcc_ir::eval::run(&lowered.graph, &map).map_err(|e| fail(e.to_string()))?;
+    let jit = JitModel::new(&mut lowered).map_err(|e| fail(e.to_string()))?;
+    let tensors: Vec<&Tensor> = inputs.iter().map(|(_, t)| t).collect();
+    let actual = jit.run(&tensors).map_err(|e| fail(e.to_string()))?;
+    let mut worst_vs_float = 0.0f64;
+    let float_tail = ends_in_float_compute(&lowered.graph);
+    for (((out, a), e), f) in actual.iter().zip(&expected).zip(&float) {
+        // Integer layers are exact; an fp32 layer after the last DQ (tiny-cnn's Softmax)
+        // carries the fp32 back end's tolerance.
+        if a != e && float_tail && common::relative_l2(a, e) <= 1e-6 {
+            worst_vs_float = worst_vs_float.max(common::relative_l2(a, f));
+            continue;
+        }
+        if a != e {
+            let a = a.as_f32().map_err(|e| e.to_string())?;
+            let e = e.as_f32().map_err(|e| e.to_string())?;
+            let differing = a.iter().zip(e.iter()).filter(|(x, y)| x != y).count();
+            return Err(fail(format!(
+                "output '{out}': compiled int8 differs from the interpreter in {differing} of {} \
+                 values",
+                a.len()
+            )));
+        }
+        worst_vs_float = worst_vs_float.max(common::relative_l2(a, f));
+    }
+    // Random-weight networks with 2 calibration samples: a loose bound that still catches a
+    // wrong scale, a swapped zero point or a dropped residual (those give errors near 1).
+    if !(worst_vs_float < 0.35) {
+        return Err(fail(format!(
+            "int8 output is {worst_vs_float:.3} (relative L2) away from fp32"
+        )));
+    }
+    Ok(format!(
+        "{what}: bit-exact with the interpreter, {integer_ops} integer conv/matmul, relative L2 \
+         to fp32 {worst_vs_float:.3}, {} fallbacks",
+        lowered.model.fallbacks().len()
+    ))
+}
+
+/// Whether a graph output is computed by a float op other than a DequantizeLinear.
+fn ends_in_float_compute(g: &Graph) -> bool {
+    g.outputs().iter().any(|&v| match g.value(v).def {
+        qcc_ir::ValueDef::Node { node, .. } => !matches!(
+            g.node(node).op,
+            Op::DequantizeLinear(_) | Op::Flatten { .. } | Op::Reshape { .. } | Op::Identity
+        ),
+        _ => false,
+    })
+}
+
+fn report(results: Vec<Result<String, String>>) {
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    for r in results.iter().flatten() {
+        println!("{r}");
+    }
+    let failures: Vec<&str> = failures.iter().map(|s| s.as_str()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_profile_compiles_resnet18_and_mobilenetv2_bit_exact_with_the_interpreter() {
+    let mut results = Vec::new();
+    for model in ["resnet18", "mobilenetv2"] {
+        let g = match qcc::zoo::build(model, &qcc::zoo::ZooOptions { seed: 3, batch: 1 }) {
+            Ok(g) => g,
+            Err(e) => {
+                results.push(Err(format!("{model}: {e}")));
+                continue;
+            }
+        };
+        for profile in Profile::all() {
+            results.push(check(model, g.clone(), profile));
+        }
+    }
+    report(results);
+}
+
+#[test]
+fn tiny_cnn_at_batch_3_and_arm_with_i8mm() {
+    let g = qcc::zoo::build("tiny-cnn", &qcc::zoo::ZooOptions { seed: 4, batch: 3 })
+        .expect("tiny-cnn builds");
+    report(vec![
+        check("tiny-cnn batch 3", g.clone(), Profile::X86_VNNI),
+        check("tiny-cnn batch 3", g, Profile::arm(true)),
+    ]);
+}
+
+#[test]
+fn an_int8_target_without_statistics_is_an_error_naming_the_flags() {
+    let dir = std::env::temp_dir().join(format!("qcc-int8-nostats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let model = dir.join("tiny.onnx");
+    let g = qcc::zoo::build("tiny-cnn", &qcc::zoo::ZooOptions { seed: 1, batch: 1 })
+        .expect("tiny-cnn builds");
+    qcc::onnx::export::write_model(&g, &Default::default(), &model).expect("export");
+    let target = Target::parse("x86_64-int8").expect("target");
+    let err = qcc::quant_args::QuantArgs::default()
+        .options(&model, &target)
+        .expect_err("int8 needs stats");
+    let text = err.to_string();
+    assert!(
+        text.contains("--stats") && text.contains("--calibrate"),
+        "{text}"
+    );
+    // Quantization flags on a float target are refused, not ignored.
+    let args = qcc::quant_args::QuantArgs {
+        profile: Some("tvm".into()),
+        ..Default::default()
+    };
+    let fp32 = Target::parse("native-fp32").expect("target");
+    let err = args
+        .options(&model, &fp32)
+        .expect_err("fp32 refuses --profile");
+    assert!(err.to_string().contains("int8 targets"), "{err}");
+    // An --exclude pattern that matches nothing is an error naming it.
+    let mut opts = options(&g, Profile::X86_VNNI).expect("calibrates");
+    opts.exclude = vec!["no_such_node*".into()];
+    let err = lower_graph_quantized(g, &target, "m", Some(opts))
+        .err()
+        .expect("a pattern matching nothing fails");
+    assert!(err.to_string().contains("no_such_node*"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
