@@ -197,3 +197,52 @@ fn an_int8_target_without_statistics_is_an_error_naming_the_flags() {
     assert!(err.to_string().contains("no_such_node*"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A model that arrives in QDQ form (here: qcc's own quantize pass, exported to ONNX and read
+/// back) compiles for the int8 target without statistics, realizes integer ops, and equals
+/// the interpreter; statistics given anyway are refused.
+#[test]
+fn a_prequantized_qdq_model_compiles_without_statistics() {
+    let dir = std::env::temp_dir().join(format!("qcc-int8-qdq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let model = dir.join("resnet18-qdq.onnx");
+    let g = qcc::zoo::build("resnet18", &qcc::zoo::ZooOptions { seed: 3, batch: 1 })
+        .expect("resnet18 builds");
+    let opts = options(&g, Profile::X86_VNNI).expect("calibrates");
+    let mut prepared = g.clone();
+    qcc_passes::calibration_pipeline(&qcc_passes::PipelineOptions::default())
+        .run(&mut prepared, None, None)
+        .expect("passes");
+    let (qdq, summary) = qcc_passes::quant::insert_qdq(&prepared, &opts).expect("quantizes");
+    assert!(summary.quantized_nodes > 20, "{summary:?}");
+    qcc::onnx::export::write_model(&qdq, &Default::default(), &model).expect("export");
+
+    let target = Target::parse("x86_64-int8").expect("target");
+    let none = qcc::quant_args::QuantArgs::default();
+    let mut lowered =
+        qcc::compile::lower_model(&model, &target, 1, "m", &none).expect("compiles without stats");
+    let integer = lowered
+        .graph
+        .petgraph()
+        .node_indices()
+        .filter(|&n| matches!(lowered.graph.node(n).op, Op::QuantizedConv { .. }))
+        .count();
+    assert_eq!(integer, 20, "every convolution of resnet18 is realized");
+    let inputs = random_inputs(&lowered.graph, 9);
+    let map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
+    let expected = qcc_ir::eval::run(&lowered.graph, &map).expect("interpreter");
+    let jit = JitModel::new(&mut lowered).expect("jit");
+    let tensors: Vec<&Tensor> = inputs.iter().map(|(_, t)| t).collect();
+    let actual = jit.run(&tensors).expect("runs");
+    assert_eq!(actual[0].1, expected[0]);
+
+    let with_stats = qcc::quant_args::QuantArgs {
+        profile: Some("tvm".into()),
+        ..Default::default()
+    };
+    let err = qcc::compile::lower_model(&model, &target, 1, "m", &with_stats)
+        .err()
+        .expect("options on a quantized model are refused");
+    assert!(err.to_string().contains("already quantized"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -71,10 +71,15 @@ pub fn lower_model(
     name: &str,
     quant: &QuantArgs,
 ) -> Result<Lowered, DriverError> {
-    let quantize = quant.options(path, target)?;
     let start = Instant::now();
     let graph = driver::load_model(path, batch)?;
     let import = start.elapsed();
+    let quantize = if qcc_passes::quant::is_prequantized(&graph) {
+        quant.check_prequantized(path, target)?;
+        None
+    } else {
+        quant.options(path, target)?
+    };
     let mut lowered = lower_graph_quantized(graph, target, name, quantize)
         .map_err(|e| DriverError::Other(format!("{}: {e}", path.display())))?;
     lowered.times.import = import;

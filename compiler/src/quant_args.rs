@@ -63,6 +63,28 @@ impl QuantArgs {
         profile.map_err(|e| DriverError::Other(format!("--profile: {e}")))
     }
 
+    /// A model that arrived quantized (Q/DQ or QLinear ops) is compiled with its own
+    /// parameters: statistics and a profile would be ignored, so giving them is an error.
+    pub fn check_prequantized(&self, model: &Path, target: &Target) -> Result<(), DriverError> {
+        if self.any_given() {
+            return Err(DriverError::Other(format!(
+                "{} is already quantized (it has QuantizeLinear/DequantizeLinear or QLinear \
+                 ops): it compiles with its own parameters; drop --stats, --calibrate, \
+                 --profile and --exclude",
+                model.display()
+            )));
+        }
+        if target.precision() != Precision::Int8 {
+            eprintln!(
+                "qcc: warning: {} is quantized; on {} its integer layers still run as int8 \
+                 kernels where they were realized",
+                model.display(),
+                target.name()
+            );
+        }
+        Ok(())
+    }
+
     /// The `quantize` pass's options for compiling `model` for `target`: `None` for a float
     /// target (an error if quantization options were given anyway).
     pub fn options(

@@ -115,11 +115,13 @@ pub fn default_pipeline(opts: &PipelineOptions) -> PassManager {
 /// pass when `opts.quantize` is set, then fusion (which realizes int8 ops).
 fn add_default_passes(pm: &mut PassManager, opts: &PipelineOptions) {
     crate::canonical::add_canonical_passes(pm);
+    pm.add(crate::quant::ExpandQLinear);
     crate::egraph::add_pass_by_name(pm, "fold-batchnorm", &opts.egraph);
     if let Some(q) = &opts.quantize {
         pm.add(crate::quant::InsertQdq::new(q.clone()));
     }
     crate::egraph::add_pass_by_name(pm, "fuse", &opts.egraph);
+    pm.add(crate::quant::FoldDequantizedWeights);
 }
 
 /// The passes before quantization: canonical clean-up and batch-norm folding. Calibration
@@ -128,6 +130,7 @@ fn add_default_passes(pm: &mut PassManager, opts: &PipelineOptions) {
 pub fn calibration_pipeline(opts: &PipelineOptions) -> PassManager {
     let mut pm = PassManager::new();
     crate::canonical::add_canonical_passes(&mut pm);
+    pm.add(crate::quant::ExpandQLinear);
     crate::egraph::add_pass_by_name(&mut pm, "fold-batchnorm", &opts.egraph);
     pm
 }
@@ -142,6 +145,10 @@ pub fn pipeline_from_names(
     for &name in names {
         if name == "default" {
             add_default_passes(&mut pm, opts);
+        } else if name == "expand-qlinear" {
+            pm.add(crate::quant::ExpandQLinear);
+        } else if name == "fold-dequantized-weights" {
+            pm.add(crate::quant::FoldDequantizedWeights);
         } else if !crate::canonical::add_pass_by_name(&mut pm, name)
             && !crate::egraph::add_pass_by_name(&mut pm, name, &opts.egraph)
         {

@@ -54,12 +54,14 @@
 //! re-binned when the range grows, or two histograms merged, hold exactly the counts of a
 //! histogram built from all the values at once: merging calibration runs is exact.
 
+pub mod expand;
 pub mod insert;
 pub mod params;
 pub mod profile;
 pub mod range;
 pub mod stats;
 
+pub use expand::{is_prequantized, ExpandQLinear, FoldDequantizedWeights};
 pub use insert::{insert_qdq, InsertQdq, InsertSummary, QuantizeOptions};
 pub use params::{
     activation_qparams, bias_qparams, qparams_for_range, requant_multipliers,
