@@ -30,7 +30,8 @@ four engines back to back, the order rotated by one every round. qcc runs are se
 processes (`qcc bench ... --iterations I --warmup W --json`: the round's p50 and throughput);
 onnxruntime sessions are kept across rounds (W warm-up runs, then I timed runs: p50 by
 nearest rank and samples over the wall time of the timed runs). A figure is the median over
-rounds. K = 1 runs pinned to one core (--cpu), K > 1 on cores cpu..cpu+K-1.
+rounds; a ratio is the median over rounds of the round's ratio of samples/s (paired: the
+two engines ran back to back). K = 1 runs pinned to one core (--cpu), K > 1 on cores cpu..cpu+K-1.
 
 Layers: `qcc bench resnet50 --layers --json` for int8 and fp32 (batch 1, pinned), alternating
 per round; the 10 int8 layers with the largest median time, with GOP/s (2 ops per MAC) and
@@ -352,23 +353,30 @@ def results_table(configs: list, models: list, results: dict, benches: dict) -> 
             lat, thr = {}, {}
             for engine in ENGINES:
                 bench = benches[key][engine]
-                values = results[key][engine] if bench.error is None else []
+                values = [v for v in results[key][engine] if v is not None]
                 if bench.error is not None:
+                    values = []
                     failures.append(f"- {name} {batch}×{threads} {engine}: {bench.error}")
                 lat[engine] = med([v[0] for v in values])
                 thr[engine] = med([v[1] for v in values])
 
-            def ratio(a, b):
-                return f"{a / b:.2f}" if a and b else "—"
-            # Speed-ups from throughput: at K > 1 the latencies are not comparable (see above),
+            def ratio(num: str, den: str) -> str:
+                """The median over rounds of the round's throughput ratio num/den: the two
+                engines of one round ran back to back, under much the same load."""
+                if benches[key][num].error is not None or benches[key][den].error is not None:
+                    return "—"
+                pairs = [a[1] / b[1] for a, b in zip(results[key][num], results[key][den])
+                         if a is not None and b is not None and b[1] > 0]
+                return f"{statistics.median(pairs):.2f}" if pairs else "—"
+            # Ratios from throughput: at K > 1 the latencies are not comparable (see above),
             # and at K = 1 throughput is 1/latency up to the gaps between runs.
             rows.append(
                 f"| {name} | {batch} × {threads} | "
                 + " | ".join(fmt(lat[e]) for e in ENGINES) + " | "
                 + " | ".join(fmt(thr[e], 1) for e in ENGINES)
-                + f" | {ratio(thr['qcc int8'], thr['qcc fp32'])}×"
-                f" | {ratio(thr['ort int8'], thr['qcc int8'])}"
-                f" | {ratio(thr['ort int8'], thr['ort fp32'])}× |")
+                + f" | {ratio('qcc int8', 'qcc fp32')}×"
+                f" | {ratio('ort int8', 'qcc int8')}"
+                f" | {ratio('ort int8', 'ort fp32')}× |")
     return rows + ([""] + failures if failures else [])
 
 
@@ -379,7 +387,7 @@ def range_table(configs: list, models: list, results: dict) -> list:
         for name in models:
             cells = []
             for engine in ENGINES:
-                v = [x[0] for x in results[(batch, threads, name)][engine]]
+                v = [x[0] for x in results[(batch, threads, name)][engine] if x is not None]
                 cells.append(f"{min(v):.2f}–{max(v):.2f}" if v else "—")
             rows.append(f"| {name} | {batch} × {threads} | " + " | ".join(cells) + " |")
     return rows
@@ -494,13 +502,16 @@ def main() -> None:
                 key = (batch, threads, name)
                 order = ENGINES[r % 4:] + ENGINES[:r % 4]
                 for engine in order:
-                    value = benches[key][engine].round()
-                    if value is not None:
-                        results[key][engine].append(value)
+                    results[key][engine].append(benches[key][engine].round())
                 note(f"round {r + 1}/{args.rounds} {name} {batch}x{threads}: " + ", ".join(
-                    f"{e} {results[key][e][-1][0]:.2f} ms" if benches[key][e].error is None
-                    and results[key][e] else f"{e} failed" for e in ENGINES))
+                    f"{e} {results[key][e][-1][0]:.2f} ms" if results[key][e][-1] is not None
+                    else f"{e} failed" for e in ENGINES))
 
+    raw = os.path.join(args.workdir, "rounds.json")
+    with open(raw, "w", encoding="utf-8") as f:
+        json.dump([{"batch": b, "threads": k, "model": m, "engine": e, "rounds": v}
+                   for (b, k, m), engines in results.items() for e, v in engines.items()], f)
+    note(f"wrote the per-round (p50 ms, samples/s) of every engine to {raw}")
     layers = []
     if not args.no_layers and LAYERS_MODEL in models:
         layers = layers_report(args, args.qcc, paths[LAYERS_MODEL][0], stats[LAYERS_MODEL])
@@ -531,8 +542,9 @@ def main() -> None:
         f"{args.batch_runs} at batch > 1 (per qcc thread), {args.warmup} warm-up; figures are "
         "medians over rounds. ms = p50 latency of one run, /s = samples per second. With "
         "K threads qcc runs K models concurrently (each run on one core) while onnxruntime "
-        "spreads one run over K cores, so at K > 1 compare the /s columns; every ratio below "
-        "is computed from /s.",
+        "spreads one run over K cores, so at K > 1 compare the /s columns. A ratio is the "
+        "median over rounds of that round's ratio of /s (the two engines ran back to back, "
+        "under much the same load).",
         "",
     ]
     out += results_table(configs, models, results, benches)
