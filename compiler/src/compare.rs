@@ -523,6 +523,13 @@ pub fn run_command(req: &CompareRequest) -> Result<(), DriverError> {
         }
     };
     let graph = driver::load_model(&req.model, req.batch)?;
+    if qcc_passes::quant::is_prequantized(&graph) {
+        return Err(DriverError::Other(format!(
+            "{} is already quantized (QuantizeLinear/DequantizeLinear or QLinear ops): \
+             compare needs the fp32 model as its reference",
+            req.model.display()
+        )));
+    }
     let samples = load_samples(&graph, &source, req.samples)?;
     let comparison = compare(
         &req.model,

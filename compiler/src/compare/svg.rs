@@ -54,7 +54,8 @@ fn axis_range(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
         hi = hi.max(v);
     }
     if !hi.is_finite() || hi <= 0.0 {
-        hi = 40.0;
+        // Nothing positive to show: an axis up to 40 dB (35 plus the room added below).
+        hi = 35.0;
     }
     let tick = if hi - lo > 60.0 { 10.0 } else { 5.0 };
     let lo = (lo / tick).floor() * tick;

@@ -52,6 +52,8 @@ const VECTOR_BYTES: usize = 16;
 const MAX_SCRATCH_BYTES: usize = 1 << 30;
 /// Kernels with more tap chunks than this are refused (the taps are unrolled in the code).
 const MAX_CHUNKS: usize = 1024;
+/// Most vectors per block (the accumulators must fit the 16 vector registers).
+pub const MAX_BLOCK_VECTORS: usize = 16;
 /// Bytes of one channel's weights per chunk (four s8, zero-filled).
 const CHUNK_BYTES: usize = 4;
 
@@ -236,16 +238,18 @@ impl QDepthwiseKernel {
                 }
             }
         }
+        // Four vectors at a time, requantized, narrowed and stored: fewer values live next
+        // to the requantization's constants.
         let requant = self.stage.load_row(b, record);
-        let values: Vec<Value> = accumulators
-            .into_iter()
-            .map(|acc| {
-                let biased = self.stage.add_bias(b, &requant, acc);
-                self.stage.requantize_vector(b, &requant, biased)
-            })
-            .collect();
-        for (i, group) in values.chunks(4).enumerate() {
-            let bytes = narrow_to_bytes(b, self.stage.signed, group);
+        for (i, group) in accumulators.chunks(VECTOR_BYTES / PIXELS).enumerate() {
+            let values: Vec<Value> = group
+                .iter()
+                .map(|&acc| {
+                    let biased = self.stage.add_bias(b, &requant, acc);
+                    self.stage.requantize_vector(b, &requant, biased)
+                })
+                .collect();
+            let bytes = narrow_to_bytes(b, self.stage.signed, &values);
             let stored = valid.saturating_sub(i * VECTOR_BYTES).min(VECTOR_BYTES);
             store_prefix(b, bytes, output, self.imm(i * VECTOR_BYTES)?, stored);
         }
@@ -515,8 +519,10 @@ pub fn lower_qdepthwise_with(
     if g.batch == 0 || g.out_h == 0 || g.out_w == 0 {
         return Err(fail("empty output".into()));
     }
-    if vectors == 0 || vectors > 8 {
-        return Err(fail(format!("{vectors} vectors per block is not in 1..=8")));
+    if vectors == 0 || vectors > MAX_BLOCK_VECTORS {
+        return Err(fail(format!(
+            "{vectors} vectors per block is not in 1..={MAX_BLOCK_VECTORS}"
+        )));
     }
     let span = |k: usize, d: usize| (k - 1) * d + 1;
     let rows_read = (g.out_h - 1) * g.stride_h + span(g.kernel_h, g.dilation_h);

@@ -478,7 +478,8 @@ fn qdepthwise_speed_report() {
             depthwise(1, 144, [56, 56], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2),
         ),
     ];
-    for target in [vnni(), no_vnni()] {
+    let without_dq = Target::parse("x86_64-int8-avx512dq").expect("target parses");
+    for target in [vnni(), no_vnni(), without_dq] {
         for (name, case) in &layers {
             let g = case.geometry().expect("valid geometry");
             let quant = fixed_quant(g.in_channels);
@@ -499,7 +500,7 @@ fn qdepthwise_speed_report() {
                 gops(grouped),
                 grouped * 1e3
             );
-            for vectors in [2, 4, 6, 8] {
+            for vectors in [4, 6, 8, 10, 12, 14] {
                 let lowering = lower_qdepthwise_with(target.arch(), dot, vectors, &params)
                     .expect("depthwise lowers");
                 let seconds = time_node(&target, &lowering, input, output);
