@@ -532,7 +532,14 @@ pub fn insert_qdq(
                 }
                 _ => None,
             };
-            let weight_params = match weight_params.transpose() {
+            let weight_params = match weight_params.transpose().and_then(|pw| {
+                pw.map(|pw| {
+                    let px = plan.params.get(&node.inputs[0]);
+                    let bias = node.inputs.get(2).and_then(|&b| graph.constant(b));
+                    floor_weight_scales(&pw, px, bias)
+                })
+                .transpose()
+            }) {
                 Ok(p) => p,
                 Err(e) => {
                     failure = Some(e);
@@ -603,6 +610,48 @@ pub fn insert_qdq(
         })
         .map_err(|e| failure.take().unwrap_or_else(|| graph_err(e)))?;
     Ok((new, plan.summary))
+}
+
+/// The smallest weight scale kept, relative to the largest channel's: a channel that
+/// batch-norm folding has all but zeroed (|w| ~ 1e-13 next to 1e-1) would otherwise get a
+/// scale so small that its requantization multiplier needs a shift past 62 bits and its bias
+/// overflows i32. At this floor such a channel's weights quantize to 0, which they are.
+const MIN_RELATIVE_WEIGHT_SCALE: f32 = 1.0 / (1 << 20) as f32;
+
+/// Raises tiny per-channel weight scales so that every channel's requantization is
+/// representable and its bias `b / (s_x·s_w)` fits in i32 with room (2^30), as onnxruntime
+/// adjusts weight scales for int32 biases. Zero points are kept.
+fn floor_weight_scales(
+    pw: &QParams,
+    px: Option<&QParams>,
+    bias: Option<&Tensor>,
+) -> Result<QParams, PassError> {
+    let largest = pw.scales().iter().copied().fold(0.0f32, f32::max);
+    let bias: Option<Vec<f32>> =
+        bias.and_then(|b| b.as_f32().ok().map(|a| a.iter().copied().collect()));
+    let s_x = px.map(|p| p.scales()[0]);
+    let scales: Vec<f32> = pw
+        .scales()
+        .iter()
+        .enumerate()
+        .map(|(c, &s)| {
+            let mut floor = largest * MIN_RELATIVE_WEIGHT_SCALE;
+            if let (Some(b), Some(s_x)) = (&bias, s_x) {
+                let needed = if pw.is_per_tensor() {
+                    b.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+                } else {
+                    b.get(c).map_or(0.0, |v| v.abs())
+                } / (s_x * (1u32 << 30) as f32);
+                floor = floor.max(needed);
+            }
+            s.max(floor)
+        })
+        .collect();
+    if scales == pw.scales() {
+        return Ok(pw.clone());
+    }
+    QParams::new(pw.dtype(), pw.axis(), scales, pw.zero_points().to_vec())
+        .map_err(|e| pass_err(format!("adjusting weight scales: {e}")))
 }
 
 /// `Q(x) → DQ`: returns the DQ value. With `takes_name`, the DQ output is called `name`
@@ -760,4 +809,49 @@ fn quantized_bias(
         )
         .map_err(graph_err)?;
     Ok(r.new.node(dq).outputs[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_names_with_star_wildcards() {
+        assert!(pattern_matches("conv1", "conv1"));
+        assert!(!pattern_matches("conv1", "conv10"));
+        assert!(pattern_matches("layer1.*", "layer1.0.conv1"));
+        assert!(pattern_matches("*.conv2", "layer4.1.conv2"));
+        assert!(!pattern_matches("*.conv2", "layer4.1.conv1"));
+        assert!(pattern_matches("layer*conv*", "layer2.0.conv1"));
+        assert!(!pattern_matches("layer*conv*x", "layer2.0.conv1"));
+        assert!(pattern_matches("*", "anything"));
+    }
+
+    #[test]
+    fn dead_weight_channels_get_a_representable_scale_and_biases_fit_in_i32() {
+        let pw = QParams::per_channel(DType::I8, 0, vec![0.1, 1e-15, 0.05], vec![0, 0, 0])
+            .expect("params");
+        let px = QParams::per_tensor(DType::U8, 0.02, 0).expect("params");
+        // Without a bias only the relative floor applies.
+        let floored = floor_weight_scales(&pw, Some(&px), None).expect("floors");
+        assert_eq!(floored.scales()[0], 0.1);
+        assert_eq!(floored.scales()[1], 0.1 * MIN_RELATIVE_WEIGHT_SCALE);
+        assert_eq!(floored.scales()[2], 0.05);
+        let m = qcc_ir::op::requant_multipliers(
+            &px,
+            &floored,
+            &QParams::per_tensor(DType::U8, 0.05, 0).expect("params"),
+        );
+        assert!(m.is_ok(), "{m:?}");
+        // A large bias on the dead channel raises its scale until b / (s_x·s_w) <= 2^30.
+        let bias = Tensor::from_f32(&[3], vec![0.5, 3.0e4, -0.25]);
+        let floored = floor_weight_scales(&pw, Some(&px), Some(&bias)).expect("floors");
+        let q = 3.0e4 / (0.02 * floored.scales()[1]);
+        assert!(q <= (1u32 << 30) as f32 * 1.0001, "{q}");
+        assert_eq!(
+            floored.scales()[0],
+            0.1,
+            "healthy channels keep their scale"
+        );
+    }
 }

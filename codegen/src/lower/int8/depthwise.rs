@@ -12,16 +12,21 @@
 //!   filled with `zx` once per call and only the interior is rewritten per plane.
 //! - Outputs are computed four pixels of one row per i32x4 vector, as four-tap dot products
 //!   (`vpdpbusd` where the target has VNNI): the taps of one kernel row are split into
-//!   chunks of at most four ([`TapChunk`]); for a chunk, one 16-byte load from the scratch
-//!   row at the vector's first pixel and one byte shuffle (`pshufb`) put pixel `p`'s bytes
-//!   `x[p·s + j·d]` (`j <` chunk length) into lane `p`, and one dot product with the chunk's
-//!   four weights (zero-filled) splatted adds all its taps. A 3×3 kernel is three dot
-//!   products per four outputs. The loads read up to 15 bytes past a chunk's first tap, so
-//!   a chunk spans `3·s + (len − 1)·d ≤ 15` bytes: strides up to 5.
-//! - [`block_vectors`] vectors (adjacent outputs of one row) form a block whose taps are
-//!   unrolled in straight-line code; the row's last, partial block stores only its valid
-//!   bytes. Lanes past the row's end read the next row or the scratch's slack and are
-//!   discarded.
+//!   chunks of at most four ([`TapChunk`]), and one dot product with a chunk's four weights
+//!   (zero-filled) splatted adds all its taps to four pixels. A 3×3 kernel is three dot
+//!   products per four outputs. Lane `i` of the input operand must hold one pixel's bytes
+//!   `x[p·s + j·d]`, `j <` chunk length ([`Gather`]):
+//!   - [`Gather::Direct`] (dilation 1, stride 1, 2 or 4): a plain 16-byte load at byte `o`
+//!     holds `x[o + 4i .. o + 4i + 4]` in lane `i`, the taps of pixel `(o + 4i) / s`. The
+//!     vectors of a block load at `o = 0, s, 2s, ..` (up to 16 bytes, then the next 16), so
+//!     they hold the block's pixels interleaved; one byte shuffle per 16 output bytes puts
+//!     them in order after the requantization.
+//!   - [`Gather::Shuffled`] (any other stride up to 5 or dilation): a 16-byte load at the
+//!     vector's first pixel and a byte shuffle (`pshufb`) per vector and chunk. The chunk's
+//!     bytes must lie in one load, `3·s + (len − 1)·d ≤ 15`.
+//! - A block of vectors (adjacent outputs of one row) has its taps unrolled in
+//!   straight-line code; the row's last, partial block stores only its valid bytes. Lanes
+//!   past the row's end read the next row or the scratch's slack and are discarded.
 //!
 //! Integer sums are exact and wrap like the interpreter's i32 accumulator, so the order of
 //! the taps is free and the result is bit-identical.
@@ -57,13 +62,126 @@ pub const MAX_BLOCK_VECTORS: usize = 16;
 /// Bytes of one channel's weights per chunk (four s8, zero-filled).
 const CHUNK_BYTES: usize = 4;
 
-/// Vectors per block for `dot`: the accumulators plus the splatted weights and one loaded
-/// row (two halves each with the widening form) must leave room for the requantization's
-/// eight splatted constants when the block's results are requantized.
-pub fn block_vectors(dot: DotProduct) -> usize {
-    match dot {
-        DotProduct::Vnni => 4,
-        DotProduct::Widening => 4,
+/// Vectors per block (32 outputs), either dot product: enough accumulators to amortize the
+/// requantization constants loaded per block, few enough to leave registers for the weights
+/// and inputs (measured: 4 is ~10 % slower, 12 no better on the MobileNetV2 layers).
+pub fn block_vectors(_dot: DotProduct) -> usize {
+    8
+}
+
+/// How lane `i` of an input vector gets the bytes of one pixel (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gather {
+    /// Plain loads, pixels interleaved across a block's vectors.
+    Direct,
+    /// A load and a byte shuffle per vector and chunk.
+    Shuffled,
+}
+
+impl Gather {
+    /// `Direct` where it applies (dilation 1, stride 1, 2 or 4).
+    pub fn for_geometry(g: &ConvGeometry) -> Gather {
+        if g.dilation_w == 1 && matches!(g.stride_w, 1 | 2 | 4) {
+            Gather::Direct
+        } else {
+            Gather::Shuffled
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Gather::Direct => "ld",
+            Gather::Shuffled => "sh",
+        }
+    }
+}
+
+/// The vectors of one output row: full blocks of `vectors`, then a remainder block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RowPlan {
+    gather: Gather,
+    stride: usize,
+    vectors: usize,
+    blocks: usize,
+    /// Valid pixels and computed vectors of the last, partial block (0: none), and its
+    /// gather: `Shuffled` unless its pixels are whole groups of the plain loads, which would
+    /// otherwise compute up to 15 pixels in vain.
+    remainder_pixels: usize,
+    remainder_vectors: usize,
+    remainder_gather: Gather,
+}
+
+impl RowPlan {
+    /// `vectors` is rounded up to whole groups ([`Self::group_vectors`]).
+    fn new(gather: Gather, stride: usize, out_w: usize, vectors: usize) -> RowPlan {
+        let group = group_vectors(gather, stride);
+        let vectors = vectors.next_multiple_of(group);
+        let block_pixels = vectors * PIXELS;
+        let remainder_pixels = out_w % block_pixels;
+        let remainder_gather = if remainder_pixels.is_multiple_of(group * PIXELS) {
+            gather
+        } else {
+            Gather::Shuffled
+        };
+        RowPlan {
+            gather,
+            stride,
+            vectors,
+            blocks: out_w / block_pixels,
+            remainder_pixels,
+            remainder_vectors: remainder_pixels.div_ceil(PIXELS),
+            remainder_gather,
+        }
+    }
+
+    fn block_pixels(&self) -> usize {
+        self.vectors * PIXELS
+    }
+
+    fn uses(&self, gather: Gather) -> bool {
+        (self.blocks > 0 && self.gather == gather)
+            || (self.remainder_pixels > 0 && self.remainder_gather == gather)
+    }
+
+    /// Byte offset of vector `k`'s load from its block's first input byte (before the
+    /// chunk's and the kernel row's offsets).
+    fn vector_offset(&self, gather: Gather, k: usize) -> usize {
+        match gather {
+            Gather::Direct => {
+                let group = group_vectors(gather, self.stride);
+                k / group * VECTOR_BYTES + k % group * self.stride
+            }
+            Gather::Shuffled => k * PIXELS * self.stride,
+        }
+    }
+
+    /// The pixel (from the block's first) in lane `i` of vector `k`.
+    fn pixel(&self, gather: Gather, k: usize, i: usize) -> usize {
+        match gather {
+            Gather::Direct => {
+                let group = group_vectors(gather, self.stride);
+                k / group * group * PIXELS + group * i + k % group
+            }
+            Gather::Shuffled => k * PIXELS + i,
+        }
+    }
+
+    /// The offset of the last load of a row from the row's first input byte.
+    fn last_load(&self) -> usize {
+        let (block, gather, vectors) = if self.remainder_vectors > 0 {
+            (self.blocks, self.remainder_gather, self.remainder_vectors)
+        } else {
+            (self.blocks.saturating_sub(1), self.gather, self.vectors)
+        };
+        block * self.block_pixels() * self.stride + self.vector_offset(gather, vectors.max(1) - 1)
+    }
+}
+
+/// Vectors that load one 16-byte run of input together: `4 / s` for `Direct`.
+fn group_vectors(gather: Gather, stride: usize) -> usize {
+    match gather {
+        Gather::Direct => VECTOR_BYTES / PIXELS / stride,
+        Gather::Shuffled => 1,
     }
 }
 
@@ -102,13 +220,12 @@ struct ScratchPlane {
 }
 
 impl ScratchPlane {
-    fn new(g: &ConvGeometry, chunks: &[TapChunk]) -> ScratchPlane {
+    fn new(g: &ConvGeometry, chunks: &[TapChunk], row: &RowPlan) -> ScratchPlane {
         let pitch = g.pad_left + g.in_w + g.pad_right;
         let rows = g.pad_top + g.in_h + g.pad_bottom;
-        let last_vector = (g.out_w.div_ceil(PIXELS) - 1) * PIXELS * g.stride_w;
         let last_chunk = chunks.last().map_or(0, |c| c.first) * g.dilation_w;
         let last_row = ((g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h) * pitch;
-        let read_end = last_row + last_vector + last_chunk + VECTOR_BYTES;
+        let read_end = last_row + row.last_load() + last_chunk + VECTOR_BYTES;
         ScratchPlane {
             pitch,
             bytes: (rows * pitch).max(read_end).next_multiple_of(VECTOR_BYTES),
@@ -127,12 +244,14 @@ pub struct QDepthwiseKernel {
     dot: QMicroKernel,
     stage: OutputStage,
     input_zero_point: u8,
-    vectors: usize,
+    row: RowPlan,
 }
 
-/// The two shuffle masks of a block: full chunks and the row's last, shorter chunk.
+/// The byte shuffles of a block: per chunk length (`Shuffled`), and the one that puts 16
+/// output bytes in pixel order (`Direct`, stride 1 or 2).
 struct Masks {
     by_len: [Option<Immediate>; CHUNK_BYTES + 1],
+    reorder: Option<Immediate>,
 }
 
 impl QDepthwiseKernel {
@@ -146,25 +265,38 @@ impl QDepthwiseKernel {
         self.geometry.kernel_h * self.chunks.len() * CHUNK_BYTES
     }
 
-    /// Lane `p`, byte `j` reads byte `p·s + j·d` of the load (`j ≥ len`: any byte of the
-    /// pixel, its weight is 0).
+    /// The shuffles the row plan's blocks use.
     fn masks(&self, b: &mut FunctionBuilder) -> Masks {
         let g = &self.geometry;
         let mut by_len = [None; CHUNK_BYTES + 1];
-        for chunk in &self.chunks {
-            if by_len[chunk.len].is_some() {
-                continue;
+        if self.row.uses(Gather::Shuffled) {
+            for chunk in &self.chunks {
+                if by_len[chunk.len].is_some() {
+                    continue;
+                }
+                // Lane `p`, byte `j` reads byte `p·s + j·d` of the load (`j ≥ len`: any byte
+                // of the pixel, its weight is 0). Below 16: `tap_chunks` keeps every chunk's
+                // span inside one load.
+                let mut indices = [0u8; 16];
+                for (n, index) in indices.iter_mut().enumerate() {
+                    let (p, j) = (n / CHUNK_BYTES, n % CHUNK_BYTES);
+                    let tap = if j < chunk.len { j * g.dilation_w } else { 0 };
+                    *index = (p * g.stride_w + tap) as u8;
+                }
+                by_len[chunk.len] = Some(shuffle_mask(b, indices));
             }
-            let mut indices = [0u8; 16];
-            for (i, index) in indices.iter_mut().enumerate() {
-                let (p, j) = (i / CHUNK_BYTES, i % CHUNK_BYTES);
-                let tap = if j < chunk.len { j * g.dilation_w } else { 0 };
-                // Below 16: `tap_chunks` keeps every chunk's span inside one load.
-                *index = (p * g.stride_w + tap) as u8;
-            }
-            by_len[chunk.len] = Some(shuffle_mask(b, indices));
         }
-        Masks { by_len }
+        // Output byte `pixel(k, i)` of 16 comes from byte `4k + i` of the narrowed vectors.
+        let reorder = (self.row.uses(Gather::Direct) && g.stride_w != PIXELS).then(|| {
+            let mut indices = [0u8; 16];
+            for k in 0..PIXELS {
+                for i in 0..PIXELS {
+                    indices[self.row.pixel(Gather::Direct, k, i)] = (PIXELS * k + i) as u8;
+                }
+            }
+            shuffle_mask(b, indices)
+        });
+        Masks { by_len, reorder }
     }
 
     fn imm(&self, value: usize) -> Result<i32, KernelError> {
@@ -198,8 +330,9 @@ impl QDepthwiseKernel {
         Ok(())
     }
 
-    /// One block of `vectors` i32x4 outputs of one row, `valid` of its pixels stored:
-    /// `input` is the scratch row of the block's first output, `output` its first byte.
+    /// One block of `vectors` i32x4 outputs of one row gathered as `gather`, `valid` of its
+    /// pixels stored: `input` is the scratch row of the block's first output, `output` its
+    /// first byte.
     #[allow(clippy::too_many_arguments)]
     fn emit_block(
         &self,
@@ -209,8 +342,7 @@ impl QDepthwiseKernel {
         record: Value,
         input: Value,
         output: Value,
-        vectors: usize,
-        valid: usize,
+        (gather, vectors, valid): (Gather, usize, usize),
     ) -> Result<(), KernelError> {
         let g = &self.geometry;
         let zero = b.ins().iconst(types::I32, 0);
@@ -224,15 +356,18 @@ impl QDepthwiseKernel {
                 let w = b.ins().splat(types::F32X4, w);
                 let w = b.ins().bitcast(types::I8X16, little(), w);
                 let w = self.dot.prepare(b, w, true);
-                let mask = masks.by_len[chunk.len].ok_or_else(|| KernelError::Unsupported {
-                    kernel: self.spec.name.clone(),
-                    reason: format!("no shuffle mask for {} taps", chunk.len),
-                })?;
+                let mask = match gather {
+                    Gather::Shuffled => masks.by_len[chunk.len],
+                    Gather::Direct => None,
+                };
                 let row = ky * g.dilation_h * self.plane.pitch + chunk.first * g.dilation_w;
                 for (v, acc) in accumulators.iter_mut().enumerate() {
-                    let at = self.imm(row + v * PIXELS * g.stride_w)?;
+                    let at = self.imm(row + self.row.vector_offset(gather, v))?;
                     let x = b.ins().load(types::I8X16, flags(), input, at);
-                    let x = b.ins().shuffle(x, x, mask);
+                    let x = match mask {
+                        Some(mask) => b.ins().shuffle(x, x, mask),
+                        None => x,
+                    };
                     let x = self.dot.prepare(b, x, false);
                     *acc = self.dot.dot(b, w, x, *acc);
                 }
@@ -249,7 +384,10 @@ impl QDepthwiseKernel {
                     self.stage.requantize_vector(b, &requant, biased)
                 })
                 .collect();
-            let bytes = narrow_to_bytes(b, self.stage.signed, &values);
+            let mut bytes = narrow_to_bytes(b, self.stage.signed, &values);
+            if let (Gather::Direct, Some(reorder)) = (gather, masks.reorder) {
+                bytes = b.ins().shuffle(bytes, bytes, reorder);
+            }
             let stored = valid.saturating_sub(i * VECTOR_BYTES).min(VECTOR_BYTES);
             store_prefix(b, bytes, output, self.imm(i * VECTOR_BYTES)?, stored);
         }
@@ -257,6 +395,7 @@ impl QDepthwiseKernel {
     }
 
     /// All output rows of one plane.
+    #[allow(clippy::too_many_arguments)]
     fn emit_plane(
         &self,
         b: &mut FunctionBuilder,
@@ -269,9 +408,9 @@ impl QDepthwiseKernel {
     ) -> Result<(), KernelError> {
         let g = &self.geometry;
         let pointer = context.pointer;
-        let block_pixels = self.vectors * PIXELS;
-        let blocks = g.out_w / block_pixels;
-        let remainder = g.out_w % block_pixels;
+        let row = &self.row;
+        let block_pixels = row.block_pixels();
+        let blocks = row.blocks;
         let zero = b.ins().iconst(pointer, 0);
         let out_h = b.ins().iconst(pointer, g.out_h as i64);
         let blocks_value = b.ins().iconst(pointer, blocks as i64);
@@ -295,17 +434,19 @@ impl QDepthwiseKernel {
                     record,
                     input,
                     output,
-                    self.vectors,
-                    block_pixels,
+                    (row.gather, row.vectors, block_pixels),
                 );
                 result = result.clone().and(block);
             });
-            if remainder > 0 {
+            if row.remainder_pixels > 0 {
                 let input = b.ins().iadd_imm_s(in_row, blocks as i64 * in_block_step);
                 let output = b.ins().iadd_imm_s(out_row, (blocks * block_pixels) as i64);
-                let vectors = remainder.div_ceil(PIXELS);
-                let block =
-                    self.emit_block(b, masks, weights, record, input, output, vectors, remainder);
+                let shape = (
+                    row.remainder_gather,
+                    row.remainder_vectors,
+                    row.remainder_pixels,
+                );
+                let block = self.emit_block(b, masks, weights, record, input, output, shape);
                 result = result.clone().and(block);
             }
         });
@@ -489,14 +630,16 @@ pub fn lower_qdepthwise(
     params: &QConvParams,
 ) -> Result<NodeLowering, KernelError> {
     let dot = DotProduct::for_target(target);
-    lower_qdepthwise_with(target.arch(), dot, block_vectors(dot), params)
+    let gather = Gather::for_geometry(&params.geometry);
+    lower_qdepthwise_with(target.arch(), dot, gather, block_vectors(dot), params)
 }
 
-/// Lowers an int8 depthwise convolution with an explicit dot product and block width in
-/// vectors (tests and benchmarks).
+/// Lowers an int8 depthwise convolution with an explicit dot product, gather and block width
+/// in vectors (rounded up to whole load groups; tests and benchmarks).
 pub fn lower_qdepthwise_with(
     arch: Arch,
     dot: DotProduct,
+    gather: Gather,
     vectors: usize,
     params: &QConvParams,
 ) -> Result<NodeLowering, KernelError> {
@@ -554,13 +697,18 @@ pub fn lower_qdepthwise_with(
             g.stride_w
         ))
     })?;
-    if g.kernel_h * chunks.len() > MAX_CHUNKS {
+    let chunk_count = g.kernel_h * chunks.len();
+    if chunk_count > MAX_CHUNKS {
         return Err(fail(format!(
-            "{} tap chunks exceed the limit of {MAX_CHUNKS}",
-            g.kernel_h * chunks.len()
+            "{chunk_count} tap chunks exceed {MAX_CHUNKS}"
         )));
     }
-    let plane = ScratchPlane::new(&g, &chunks);
+    if gather == Gather::Direct && Gather::for_geometry(&g) != gather {
+        let reason = "plain loads need dilation 1 and stride 1, 2 or 4";
+        return Err(fail(format!("{reason}: {}", g.short_name())));
+    }
+    let row = RowPlan::new(gather, g.stride_w, g.out_w, vectors);
+    let plane = ScratchPlane::new(&g, &chunks, &row);
     let in_plane = g.in_h * g.in_w;
     if plane.bytes > MAX_SCRATCH_BYTES || in_plane > MAX_SCRATCH_BYTES {
         return Err(fail(format!(
@@ -593,7 +741,7 @@ pub fn lower_qdepthwise_with(
     )
     .map_err(fail)?;
     let op = format!(
-        "qdw_n{}_c{}_i{}x{}_o{}x{}_{}_zx{}_{}_v{}_{}",
+        "qdw_n{}_c{}_i{}x{}_o{}x{}_{}_zx{}_{}_{}{}_{}",
         g.batch,
         g.in_channels,
         g.in_h,
@@ -603,20 +751,17 @@ pub fn lower_qdepthwise_with(
         g.short_name().replace(',', "_"),
         zx,
         dot.name(),
-        vectors,
+        row.gather.name(),
+        row.vectors,
         stage.name()
     );
     let tile = Tile {
         rows: 1,
-        cols: (vectors * PIXELS) as u32,
+        cols: row.block_pixels() as u32,
     };
-    let kernel_params = vec![
-        KernelParam::input("x"),
-        KernelParam::input("w_packed"),
-        KernelParam::input("requant"),
-        KernelParam::output("y"),
-        KernelParam::output("scratch"),
-    ];
+    let inputs = ["x", "w_packed", "requant"].map(KernelParam::input);
+    let outputs = ["y", "scratch"].map(KernelParam::output);
+    let kernel_params = inputs.into_iter().chain(outputs).collect();
     let kernel = QDepthwiseKernel {
         spec: int8_spec(arch, op, tile, kernel_params),
         geometry: g,
@@ -625,30 +770,21 @@ pub fn lower_qdepthwise_with(
         dot: dot_kernel,
         stage,
         input_zero_point: zx,
-        vectors,
+        row,
     };
     let scratch_bytes = kernel.scratch_bytes();
-    let args = vec![
-        Arg::input(0),
-        Arg::Bytes {
-            index: 0,
-            offset: 0,
-        },
-        Arg::Bytes {
-            index: 1,
-            offset: 0,
-        },
-        Arg::output(0),
-        Arg::Scratch { offset: 0 },
-    ];
+    let bytes = |index| Arg::Bytes { index, offset: 0 };
+    let scratch = Arg::Scratch { offset: 0 };
+    let args = vec![Arg::input(0), bytes(0), bytes(1), Arg::output(0), scratch];
     let description = format!(
-        "int8 depthwise {}x{}/s{}x{} {} ({} vectors, padded u8 scratch)",
+        "int8 depthwise {}x{}/s{}x{} {} {:?} ({} vectors, padded u8 scratch)",
         g.kernel_h,
         g.kernel_w,
         g.stride_h,
         g.stride_w,
         dot.name(),
-        vectors
+        row.gather,
+        row.vectors
     );
     Ok(NodeLowering {
         calls: vec![KernelCall::new(Arc::new(kernel), args)?],
