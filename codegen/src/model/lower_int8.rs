@@ -187,25 +187,29 @@ fn lower(
                 None => None,
             };
             let zero_points = weight_zero_points(w);
-            int8::lower_qconv(
-                target,
-                &QConvParams {
-                    geometry,
-                    weight: &weight,
-                    bias: bias.as_deref(),
-                    requant: &requant,
-                    input_zero_point: storage_zero_point(x, "input")?,
-                    weight_zero_points: zero_points.as_deref(),
-                    residual: residual_multipliers
-                        .as_ref()
-                        .map(|(zero_point, m)| ResidualQuant {
-                            zero_point: *zero_point,
-                            multipliers: m,
-                        }),
-                    output: output_quant(y, *clamp)?,
-                },
-            )
-            .map_err(kernel_error)
+            let params = QConvParams {
+                geometry,
+                weight: &weight,
+                bias: bias.as_deref(),
+                requant: &requant,
+                input_zero_point: storage_zero_point(x, "input")?,
+                weight_zero_points: zero_points.as_deref(),
+                residual: residual_multipliers
+                    .as_ref()
+                    .map(|(zero_point, m)| ResidualQuant {
+                        zero_point: *zero_point,
+                        multipliers: m,
+                    }),
+                output: output_quant(y, *clamp)?,
+            };
+            // The dedicated depthwise kernel takes plain depthwise layers (no residual, no
+            // weight zero points); the rest run as a grouped implicit GEMM, which flags itself.
+            if params.geometry.is_depthwise() {
+                if let Ok(lowering) = int8::depthwise::lower_qdepthwise(target, &params) {
+                    return Ok(lowering);
+                }
+            }
+            int8::lower_qconv(target, &params).map_err(kernel_error)
         }
         Op::QuantizedMatMul { a, b, y, clamp } => {
             let (a_dims, b_dims) = (dims(0), dims(1));

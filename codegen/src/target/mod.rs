@@ -9,13 +9,16 @@
 //! Defaults, and why:
 //! - `x86_64-*`: x86-64-v3 as Cranelift names it (`cmpxchg16b sse3 ssse3 sse41 sse42 popcnt avx
 //!   avx2 fma bmi1 bmi2 lzcnt`), the level the kernels are written for (FMA on f32x4).
-//! - `x86_64-int8` adds the AVX-512 VNNI family `avx512f avx512vl avx512dq avx512vnni`: Cranelift
+//! - `x86_64-int8` adds the AVX-512 VNNI family `avx512f avx512vl avx512vnni`: Cranelift
 //!   folds the i8 dot-product tree into EVEX `vpdpbusd` with `avx512vnni`+`avx512vl`, which every
-//!   VNNI server core has (Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4, Zen 5). The VEX form
+//!   VNNI server core has (Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4, Zen 5). `avx512dq`
+//!   is left out on purpose: with it Cranelift selects the slow `vpmullq` for the
+//!   requantization's 64-bit multiply instead of `pmuldq` (measured: the int8 depthwise kernel
+//!   runs about 25% faster without it); `+avx512dq` adds it back. The VEX form
 //!   (`avx_vnni`) is opt-in (`+avx_vnni`): Cascade Lake, Ice Lake and Zen 4 lack it.
 //! - `-vnni` removes every VNNI and AVX-512 feature, leaving the AVX2 level of `x86_64-fp32`: the
 //!   int8 fallback without dot-product instructions runs wherever fp32 code runs. `+vnni` adds
-//!   the four features `x86_64-int8` adds.
+//!   the three features `x86_64-int8` adds.
 //! - `aarch64-fp32`: Armv8.0-A with Advanced SIMD (always present), no extension.
 //! - `aarch64-int8`: `dotprod` (`sdot`/`udot`) and `lse`; `aarch64-fp16`: `fp16` and `lse`. Dot
 //!   product and FP16 arithmetic are Armv8.2 extensions, and every Armv8.1+ core has LSE.
@@ -53,13 +56,8 @@ const X86_64_V3: [Feature; 12] = [
     Feature::Lzcnt,
 ];
 
-/// What `x86_64-int8` and `+vnni` add to x86-64-v3.
-const VNNI_ADDED: [Feature; 4] = [
-    Feature::Avx512f,
-    Feature::Avx512vl,
-    Feature::Avx512dq,
-    Feature::Avx512vnni,
-];
+/// What `x86_64-int8` and `+vnni` add to x86-64-v3 (not `avx512dq`: see the module doc).
+const VNNI_ADDED: [Feature; 3] = [Feature::Avx512f, Feature::Avx512vl, Feature::Avx512vnni];
 
 /// What `-vnni` removes: every VNNI and AVX-512 feature, so that no prerequisite dangles.
 const VNNI_REMOVED: [Feature; 7] = [
