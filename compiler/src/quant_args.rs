@@ -17,7 +17,7 @@ use qcc_passes::quant::{CalibrationStats, Profile, QuantizeOptions, RangeMethod,
 use crate::calibration_data::DataSource;
 use crate::driver::{self, DriverError};
 
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct QuantArgs {
     /// Calibration statistics from `qcc calibrate` (int8 targets).
     #[arg(long, value_name = "FILE")]
@@ -38,11 +38,32 @@ pub struct QuantArgs {
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
     /// Range method for weights: minmax, percentile[=P], mse, kl.
-    #[arg(long, value_name = "METHOD", default_value = "minmax")]
+    #[arg(long, value_name = "METHOD", default_value = DEFAULT_WEIGHT_RANGE)]
     pub weight_range: String,
-    /// Range method for activations: minmax, percentile[=P], mse, kl.
-    #[arg(long, value_name = "METHOD", default_value = "minmax")]
+    /// Range method for activations: minmax, percentile[=P], mse, kl. `mse` (the clip range
+    /// with the least expected quantization error) agreed with fp32 more often than `minmax`
+    /// on every trained model of ACCURACY.md.
+    #[arg(long, value_name = "METHOD", default_value = DEFAULT_ACTIVATION_RANGE)]
     pub activation_range: String,
+}
+
+/// The default range methods of the command line.
+pub const DEFAULT_WEIGHT_RANGE: &str = "minmax";
+pub const DEFAULT_ACTIVATION_RANGE: &str = "mse";
+
+impl Default for QuantArgs {
+    /// What the command line gives when no quantization option is passed.
+    fn default() -> QuantArgs {
+        QuantArgs {
+            stats: None,
+            calibrate: None,
+            calibrate_samples: None,
+            profile: None,
+            exclude: Vec::new(),
+            weight_range: DEFAULT_WEIGHT_RANGE.to_string(),
+            activation_range: DEFAULT_ACTIVATION_RANGE.to_string(),
+        }
+    }
 }
 
 impl QuantArgs {

@@ -148,7 +148,7 @@ ORT's fp32 reference is onnxruntime itself; qcc's is qcc's own fp32 (`qcc compar
 onnxruntime fp32 (fallback `qcc run`). Both qcc columns use the same statistics file and the
 `x86-vnni` profile (u8 asymmetric activations, s8 symmetric per-channel weights, as the ORT
 settings); "minmax" is the range method onnxruntime's column uses too, "mse"
-(`--activation-range mse`) picks each activation's clip range minimising the quantization
+(`--activation-range mse`, qcc's default) picks each activation's clip range minimising the quantization
 error. onnxruntime also offers percentile and entropy calibration; they were not measured.
 
 ## Done-criterion: qcc agrees with fp32 at least as often as ORT int8
