@@ -101,7 +101,7 @@ fn check(name: &str, g: Graph, profile: Profile) -> Result<String, String> {
     }
     // Random-weight networks with 2 calibration samples: a loose bound that still catches a
     // wrong scale, a swapped zero point or a dropped residual (those give errors near 1).
-    if !(worst_vs_float < 0.35) {
+    if worst_vs_float.is_nan() || worst_vs_float >= 0.35 {
         return Err(fail(format!(
             "int8 output is {worst_vs_float:.3} (relative L2) away from fp32"
         )));

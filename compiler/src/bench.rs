@@ -214,7 +214,7 @@ pub fn format_layer_profile(times: &[LayerTime], top: usize) -> String {
     use std::fmt::Write as _;
     let total: f64 = times.iter().map(|t| t.median.as_secs_f64()).sum();
     let mut sorted: Vec<&LayerTime> = times.iter().collect();
-    sorted.sort_by(|a, b| b.median.cmp(&a.median));
+    sorted.sort_by_key(|t| std::cmp::Reverse(t.median));
     let mut out = String::new();
     let _ = writeln!(
         out,

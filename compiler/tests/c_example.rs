@@ -51,7 +51,7 @@ fn model_and_input(dir: &Path, zoo: &str) -> (PathBuf, PathBuf, String) {
 
 /// A seeded random input for `model`'s first input, as `dir/input.npy`, and its name.
 fn input_for(dir: &Path, model: &Path) -> (PathBuf, String) {
-    let g = qcc::driver::load_model(&model, 1).unwrap();
+    let g = qcc::driver::load_model(model, 1).unwrap();
     let input = g.input_values()[0];
     let value = g.value(input);
     let mut rng = qcc::rng::SeededRng::new(21);

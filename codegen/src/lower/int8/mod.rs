@@ -25,8 +25,9 @@
 //! read from node input 3 and added with i32 saturation. Their per-channel constants are a
 //! third byte blob ([`epilogue_records`]).
 //!
-//! A dedicated depthwise kernel is not written yet: a depthwise convolution runs as a
-//! grouped implicit GEMM and says so in [`NodeLowering::fallback`].
+//! Depthwise convolutions have their own kernel ([`depthwise::lower_qdepthwise`]); the ones it
+//! does not take (a residual, weight zero points) run through [`lower_qconv`] as a grouped
+//! implicit GEMM, which says so in [`NodeLowering::fallback`].
 
 pub mod add;
 pub mod bytes;
@@ -296,8 +297,9 @@ pub fn lower_qconv_with(
     let kernel = QConvKernel::new(spec, g, micro, zx);
     let scratch_bytes = kernel.scratch_bytes();
     let fallback = params.geometry.is_depthwise().then(|| {
-        "int8 depthwise convolution runs as a grouped implicit GEMM (one channel per group, \
-         a quarter of each dot product used): correct but slow"
+        "int8 depthwise convolution with a residual or weight zero points runs as a grouped \
+         implicit GEMM (one channel per group, a quarter of each dot product used): correct \
+         but slow"
             .to_string()
     });
     Ok(NodeLowering {
