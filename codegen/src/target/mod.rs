@@ -23,7 +23,8 @@
 //! - `aarch64-int8`: `dotprod` (`sdot`/`udot`) and `lse`; `aarch64-fp16`: `fp16` and `lse`. Dot
 //!   product and FP16 arithmetic are Armv8.2 extensions, and every Armv8.1+ core has LSE.
 //!   `i8mm` (`usdot`, Armv8.6) is opt-in: `aarch64-int8+i8mm`.
-//! - `native-*`: exactly what `cranelift_native` detects on the host, whatever the precision.
+//! - `native-*`: exactly what `cranelift_native` detects on the host, whatever the precision,
+//!   except that `native-int8` on x86-64 leaves out `avx512dq` as `x86_64-int8` does.
 //!
 //! Cross targets (`x86_64`, `aarch64`) build ISAs for `ARCH-unknown-linux-gnu` (ELF output).
 
@@ -243,6 +244,10 @@ impl Target {
             })?;
         if !native {
             features = default_features(arch, precision);
+        } else if arch == Arch::X86_64 && precision == Precision::Int8 {
+            // As for `x86_64-int8`: with avx512dq the requantization multiply becomes the slow
+            // `vpmullq` (see the module doc); `+avx512dq` puts it back.
+            features.remove_all(&[Feature::Avx512dq]);
         }
 
         while let Some(sign) = modifiers.chars().next() {
