@@ -94,7 +94,54 @@ enum Segment {
     Interior(Range<usize>),
 }
 
+/// The spatial axes of a pooling window over an input of `input_dims` (`[N, C, *spatial]`),
+/// resolved as shape inference resolves them: one [`PoolAxis`] per spatial dim. The one
+/// geometry the fp32 and the u8 pooling kernels both use.
+pub fn window_axes(
+    attrs: &PoolAttrs,
+    input_dims: &[usize],
+    dtype: DType,
+) -> Result<Vec<PoolAxis>, String> {
+    let input = TensorType::new(dtype, input_dims.to_vec());
+    let output_dims = pool_output_dims(attrs, &input)?;
+    let spatial = input_dims.get(2..).unwrap_or(&[]);
+    let (pads, _) = resolve_pads(
+        &attrs.padding,
+        spatial,
+        &attrs.kernel,
+        &attrs.strides,
+        &attrs.dilations,
+    )?;
+    Ok((0..spatial.len())
+        .map(|d| PoolAxis {
+            input: spatial[d],
+            output: output_dims[2 + d],
+            kernel: attrs.kernel[d],
+            stride: attrs.strides[d],
+            dilation: attrs.dilations[d],
+            pad_begin: pads[d],
+        })
+        .collect())
+}
+
 impl PoolAxis {
+    /// The axis of extent 1 with a window of 1 (a 1-D pool seen as 2-D).
+    pub fn unit() -> PoolAxis {
+        PoolAxis {
+            input: 1,
+            output: 1,
+            kernel: 1,
+            stride: 1,
+            dilation: 1,
+            pad_begin: 0,
+        }
+    }
+
+    /// Input positions from `−pad_begin` that the last output's window reaches, plus one.
+    pub fn reach(&self) -> usize {
+        self.output.saturating_sub(1) * self.stride + (self.kernel - 1) * self.dilation + 1
+    }
+
     /// Input coordinate of the first tap of output `o` (negative inside the begin padding).
     fn origin(&self, o: usize) -> i64 {
         (o * self.stride) as i64 - self.pad_begin as i64
@@ -194,26 +241,9 @@ impl WindowPoolKernel {
                 input_dims.len()
             )));
         }
-        let input = TensorType::new(DType::F32, input_dims.to_vec());
-        let output_dims = pool_output_dims(attrs, &input).map_err(&unsupported)?;
-        let spatial = &input_dims[2..];
-        let (pads, _) = resolve_pads(
-            &attrs.padding,
-            spatial,
-            &attrs.kernel,
-            &attrs.strides,
-            &attrs.dilations,
-        )
-        .map_err(&unsupported)?;
-        let axis = |d: usize| PoolAxis {
-            input: spatial[d],
-            output: output_dims[2 + d],
-            kernel: attrs.kernel[d],
-            stride: attrs.strides[d],
-            dilation: attrs.dilations[d],
-            pad_begin: pads[d],
-        };
-        let (rows, columns) = (axis(0), axis(1));
+        let axes = window_axes(attrs, input_dims, DType::F32).map_err(&unsupported)?;
+        let (rows, columns) = (axes[0], axes[1]);
+        let output_dims = vec![input_dims[0], input_dims[1], rows.output, columns.output];
         let row_segments = rows.segments().len();
         let column_bodies = columns.segments().len() + 1;
         let taps = row_segments * column_bodies * rows.kernel * columns.kernel;

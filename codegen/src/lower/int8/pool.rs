@@ -28,9 +28,8 @@ use std::sync::Arc;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
-use qcc_ir::infer::{pool_output_dims, resolve_pads};
 use qcc_ir::requant::FixedPoint;
-use qcc_ir::{DType, PoolAttrs, TensorType};
+use qcc_ir::{DType, PoolAttrs};
 
 use super::bytes::{byte_spec, byte_stream, widen_u8x16};
 use super::microkernel::shuffle_mask;
@@ -39,39 +38,22 @@ use crate::lower::kernel::{
     arity_error, counted_loop, flags, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
 };
 use crate::lower::node::{Arg, KernelCall, NodeLowering};
+use crate::lower::pool::{window_axes, PoolAxis};
 use crate::target::Arch;
 
 /// Slack after the staging row, so no vector load of the horizontal pass can leave scratch.
 const STAGING_SLACK: usize = 32;
 
-/// One spatial axis of a max-pooling window, resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct QPoolAxis {
-    pub input: usize,
-    pub output: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub dilation: usize,
-    pub pad_begin: usize,
-}
-
-impl QPoolAxis {
-    /// Input positions from `−pad_begin` that the last output's window reaches, plus one.
-    fn reach(&self) -> usize {
-        self.output.saturating_sub(1) * self.stride + (self.kernel - 1) * self.dilation + 1
-    }
-}
-
 /// u8 MaxPool over two spatial axes (see the module docs).
 #[derive(Clone, Debug)]
 pub struct QMaxPoolKernel {
-    rows: QPoolAxis,
-    columns: QPoolAxis,
+    rows: PoolAxis,
+    columns: PoolAxis,
     spec: KernelSpec,
 }
 
 impl QMaxPoolKernel {
-    pub fn new(arch: Arch, rows: QPoolAxis, columns: QPoolAxis) -> QMaxPoolKernel {
+    pub fn new(arch: Arch, rows: PoolAxis, columns: PoolAxis) -> QMaxPoolKernel {
         let op = format!(
             "qmaxpool_u8_i{}x{}_o{}x{}_k{}x{}_s{}x{}_d{}x{}_p{}x{}",
             rows.input,
@@ -309,37 +291,11 @@ pub fn lower_qmaxpool(
             input_dims.len()
         )));
     }
-    let input = TensorType::new(DType::U8, input_dims.to_vec());
-    let output_dims = pool_output_dims(attrs, &input).map_err(&fail)?;
-    let spatial = &input_dims[2..];
-    let (pads, _) = resolve_pads(
-        &attrs.padding,
-        spatial,
-        &attrs.kernel,
-        &attrs.strides,
-        &attrs.dilations,
-    )
-    .map_err(&fail)?;
-    let axis = |d: usize| QPoolAxis {
-        input: spatial[d],
-        output: output_dims[2 + d],
-        kernel: attrs.kernel[d],
-        stride: attrs.strides[d],
-        dilation: attrs.dilations[d],
-        pad_begin: pads[d],
-    };
-    let (rows, columns) = if spatial.len() == 1 {
-        let flat = QPoolAxis {
-            input: 1,
-            output: 1,
-            kernel: 1,
-            stride: 1,
-            dilation: 1,
-            pad_begin: 0,
-        };
-        (flat, axis(0))
-    } else {
-        (axis(0), axis(1))
+    let axes = window_axes(attrs, input_dims, DType::U8).map_err(&fail)?;
+    let (rows, columns) = match axes.as_slice() {
+        [only] => (PoolAxis::unit(), *only),
+        [rows, columns] => (*rows, *columns),
+        _ => return Err(fail(format!("{} spatial axes", axes.len()))),
     };
     let planes = input_dims[0] * input_dims[1];
     let mut lowering = NodeLowering {
@@ -349,8 +305,8 @@ pub fn lower_qmaxpool(
         ),
         ..NodeLowering::default()
     };
-    let empty = planes == 0 || output_dims.iter().product::<usize>() == 0;
-    if empty || spatial.contains(&0) {
+    let empty = planes == 0 || axes.iter().any(|a| a.output == 0);
+    if empty || axes.iter().any(|a| a.input == 0) {
         // Nothing to compute, or windows over an empty input: every output is padding only.
         if !empty {
             return Err(fail(
