@@ -258,39 +258,73 @@ fn next_kept(dims: &[usize], axis: usize) -> Option<usize> {
     (axis + 1..dims.len()).find(|&a| dims[a] != 1)
 }
 
+/// What a transpose moves: f32 (the float back end) or single bytes (8-bit tensors). Only
+/// the innermost copies and the kernel's spec differ; the loop nest is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Element {
+    F32,
+    Byte,
+}
+
+impl Element {
+    fn bytes(self) -> i64 {
+        match self {
+            Element::F32 => 4,
+            Element::Byte => 1,
+        }
+    }
+
+    /// How descriptions name the element type ("" for the float default).
+    fn prefix(self) -> &'static str {
+        match self {
+            Element::F32 => "",
+            Element::Byte => "u8 ",
+        }
+    }
+}
+
 /// Transpose of a [`TransposePlan`] with at least two axes left (see the module docs).
 #[derive(Clone, Debug)]
 pub struct TransposeKernel {
     plan: TransposePlan,
+    element: Element,
     spec: KernelSpec,
 }
 
 impl TransposeKernel {
-    pub fn new(arch: Arch, plan: TransposePlan) -> TransposeKernel {
+    pub fn new(arch: Arch, plan: TransposePlan, element: Element) -> TransposeKernel {
         let join = |v: &[usize]| {
             v.iter()
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
                 .join("x")
         };
-        let op = format!("transpose_{}_p{}", join(&plan.dims), join(&plan.perm));
-        let spec = KernelSpec::f32x4_stream(
-            arch,
-            op,
-            None,
-            vec![
-                KernelParam::input("x"),
-                KernelParam::output("y"),
-                KernelParam::size("outer"),
-            ],
-        );
-        TransposeKernel { plan, spec }
+        let params = vec![
+            KernelParam::input("x"),
+            KernelParam::output("y"),
+            KernelParam::size("outer"),
+        ];
+        let spec = match element {
+            Element::F32 => {
+                let op = format!("transpose_{}_p{}", join(&plan.dims), join(&plan.perm));
+                KernelSpec::f32x4_stream(arch, op, None, params)
+            }
+            Element::Byte => {
+                let op = format!("u8_transpose_{}_p{}", join(&plan.dims), join(&plan.perm));
+                super::int8::bytes::byte_spec(arch, op, params)
+            }
+        };
+        TransposeKernel {
+            plan,
+            element,
+            spec,
+        }
     }
 
     /// Byte stride in the input of each input axis.
     fn input_strides(&self) -> Vec<i64> {
         let dims = &self.plan.dims;
-        let mut strides = vec![4i64; dims.len()];
+        let mut strides = vec![self.element.bytes(); dims.len()];
         for d in (0..dims.len().saturating_sub(1)).rev() {
             strides[d] = strides[d + 1] * dims[d + 1] as i64;
         }
@@ -312,11 +346,18 @@ impl TransposeKernel {
         let axis = plan.perm[level];
         let extent = plan.dims[axis];
         if level + 1 == rank {
-            if axis + 1 == rank {
-                let len = b.ins().iconst(context.pointer, extent as i64);
-                emit_contiguous_copy(b, context, src, dst, len);
-            } else {
-                emit_gather_copy(b, context, src, dst, extent, strides[axis]);
+            use super::int8::bytes;
+            let contiguous = axis + 1 == rank;
+            let len = b.ins().iconst(context.pointer, extent as i64);
+            match (self.element, contiguous) {
+                (Element::F32, true) => emit_contiguous_copy(b, context, src, dst, len),
+                (Element::F32, false) => {
+                    emit_gather_copy(b, context, src, dst, extent, strides[axis])
+                }
+                (Element::Byte, true) => bytes::emit_contiguous_copy(b, context, src, dst, len),
+                (Element::Byte, false) => {
+                    bytes::emit_gather_copy(b, context, src, dst, extent, strides[axis])
+                }
             }
             return;
         }
@@ -325,7 +366,7 @@ impl TransposeKernel {
             .iter()
             .map(|&a| plan.dims[a] as i64)
             .product::<i64>()
-            * 4;
+            * self.element.bytes();
         let zero = b.ins().iconst(context.pointer, 0);
         let end = b.ins().iconst(context.pointer, extent as i64);
         counted_loop(b, context.pointer, zero, end, 1, |b, i| {
@@ -359,7 +400,7 @@ impl Kernel for TransposeKernel {
                 reason: "a transpose without axes is a copy".to_string(),
             });
         }
-        let block_bytes = (self.plan.block() * 4) as i64;
+        let block_bytes = self.plan.block() as i64 * self.element.bytes();
         let zero = b.ins().iconst(context.pointer, 0);
         counted_loop(b, context.pointer, zero, *outer, 1, |b, o| {
             let offset = b.ins().imul_imm_s(o, block_bytes);
@@ -372,12 +413,23 @@ impl Kernel for TransposeKernel {
     }
 }
 
-/// Lowers Transpose of an input of `dims` by `perm` (input 0 → output 0).
+/// Lowers Transpose of an f32 input of `dims` by `perm` (input 0 → output 0).
 pub fn lower_transpose(
     arch: Arch,
     perm: &[usize],
     dims: &[usize],
 ) -> Result<NodeLowering, KernelError> {
+    lower_transpose_of(arch, perm, dims, Element::F32)
+}
+
+/// Lowers Transpose of an input of `dims` whose elements are `element`s by `perm`.
+pub fn lower_transpose_of(
+    arch: Arch,
+    perm: &[usize],
+    dims: &[usize],
+    element: Element,
+) -> Result<NodeLowering, KernelError> {
+    let what = element.prefix();
     let mut seen = vec![false; dims.len()];
     let valid = perm.len() == dims.len()
         && perm
@@ -385,30 +437,35 @@ pub fn lower_transpose(
             .all(|&a| a < dims.len() && !std::mem::replace(&mut seen[a], true));
     if !valid {
         return Err(KernelError::Unsupported {
-            kernel: "Transpose".to_string(),
+            kernel: format!("{what}Transpose"),
             reason: format!("perm {perm:?} is not a permutation of the axes of {dims:?}"),
         });
     }
     let numel: usize = dims.iter().product();
     let mut lowering = NodeLowering::default();
     if numel == 0 {
-        lowering.description = format!("transpose {dims:?} perm {perm:?}: empty");
+        lowering.description = format!("{what}transpose {dims:?} perm {perm:?}: empty");
         return Ok(lowering);
     }
     let plan = TransposePlan::new(perm, dims);
     if plan.is_copy() {
-        let kernel = std::sync::Arc::new(StridedCopyKernel::new(arch));
-        let call = copy_call(&kernel, Arg::input(0), Arg::output(0), 1, numel, 0, 0)?;
+        let call = match element {
+            Element::F32 => {
+                let kernel = std::sync::Arc::new(StridedCopyKernel::new(arch));
+                copy_call(&kernel, Arg::input(0), Arg::output(0), 1, numel, 0, 0)?
+            }
+            Element::Byte => super::int8::bytes::plain_copy_call(arch, numel)?,
+        };
         lowering.calls.push(call);
-        lowering.description = format!("transpose {dims:?} perm {perm:?}: plain copy");
+        lowering.description = format!("{what}transpose {dims:?} perm {perm:?}: plain copy");
         return Ok(lowering);
     }
     lowering.description = format!(
-        "transpose {dims:?} perm {perm:?} as {} x {:?} perm {:?}",
+        "{what}transpose {dims:?} perm {perm:?} as {} x {:?} perm {:?}",
         plan.outer, plan.dims, plan.perm
     );
     let outer = plan.outer;
-    let kernel = std::sync::Arc::new(TransposeKernel::new(arch, plan));
+    let kernel = std::sync::Arc::new(TransposeKernel::new(arch, plan, element));
     lowering.calls.push(KernelCall::new(
         kernel,
         vec![Arg::input(0), Arg::output(0), Arg::Size(outer)],

@@ -4,9 +4,8 @@
 //! - [`ByteCopyKernel`]: `void k(const uint8_t *src, uint8_t *dst, size_t rows, size_t len,
 //!   size_t src_stride, size_t dst_stride)` copies `rows` rows of `len` bytes, row `r` from
 //!   `src + r·src_stride` to `dst + r·dst_stride`. Nothing is baked: one symbol per ISA.
-//! - [`ByteTransposeKernel`]: `void k(const uint8_t *x, uint8_t *y, size_t outer)`, the
-//!   permutation simplified by [`TransposePlan`] (shared with the fp32 transpose) and baked
-//!   into the loop nest.
+//! - Transpose: the fp32 transpose kernel over bytes ([`layout::Element::Byte`]), using the
+//!   two copy helpers below for its innermost loops.
 //!
 //! Contiguous runs move 16 bytes per vector load and store, then single bytes. The
 //! module also holds the byte-stream helpers the element-wise int8 kernels share.
@@ -21,7 +20,7 @@ use crate::lower::kernel::{
     arity_error, counted_loop, flags, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
     Tile,
 };
-use crate::lower::layout::TransposePlan;
+use crate::lower::layout;
 use crate::lower::node::{Arg, KernelCall, NodeLowering};
 use crate::target::Arch;
 
@@ -88,7 +87,7 @@ pub(crate) fn byte_spec(arch: Arch, op: String, params: Vec<KernelParam>) -> Ker
 }
 
 /// Copies `len` contiguous bytes from `src` to `dst` (`len` a pointer-sized value).
-fn emit_contiguous_copy(
+pub(crate) fn emit_contiguous_copy(
     b: &mut FunctionBuilder,
     context: &KernelContext,
     src: Value,
@@ -117,7 +116,7 @@ fn emit_contiguous_copy(
 }
 
 /// Copies `len` bytes `src_stride` apart in the source to contiguous `dst`.
-fn emit_gather_copy(
+pub(crate) fn emit_gather_copy(
     b: &mut FunctionBuilder,
     context: &KernelContext,
     src: Value,
@@ -320,157 +319,20 @@ pub fn lower_byte_concat(
     Ok(lowering)
 }
 
-/// Transpose of 1-byte elements by a [`TransposePlan`] with at least one axis left.
-#[derive(Clone, Debug)]
-pub struct ByteTransposeKernel {
-    plan: TransposePlan,
-    spec: KernelSpec,
-}
-
-impl ByteTransposeKernel {
-    pub fn new(arch: Arch, plan: TransposePlan) -> ByteTransposeKernel {
-        let join = |v: &[usize]| {
-            v.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x")
-        };
-        let op = format!("u8_transpose_{}_p{}", join(&plan.dims), join(&plan.perm));
-        let spec = byte_spec(
-            arch,
-            op,
-            vec![
-                KernelParam::input("x"),
-                KernelParam::output("y"),
-                KernelParam::size("outer"),
-            ],
-        );
-        ByteTransposeKernel { plan, spec }
-    }
-
-    /// Byte stride in the input of each input axis.
-    fn input_strides(&self) -> Vec<i64> {
-        let dims = &self.plan.dims;
-        let mut strides = vec![1i64; dims.len()];
-        for d in (0..dims.len().saturating_sub(1)).rev() {
-            strides[d] = strides[d + 1] * dims[d + 1] as i64;
-        }
-        strides
-    }
-
-    /// The loops over output axes `level..`: `src` and `dst` address the first element.
-    fn emit_level(
-        &self,
-        b: &mut FunctionBuilder,
-        context: &KernelContext,
-        level: usize,
-        src: Value,
-        dst: Value,
-    ) {
-        let plan = &self.plan;
-        let strides = self.input_strides();
-        let rank = plan.perm.len();
-        let axis = plan.perm[level];
-        let extent = plan.dims[axis];
-        if level + 1 == rank {
-            if axis + 1 == rank {
-                let len = b.ins().iconst(context.pointer, extent as i64);
-                emit_contiguous_copy(b, context, src, dst, len);
-            } else {
-                emit_gather_copy(b, context, src, dst, extent, strides[axis]);
-            }
-            return;
-        }
-        // Bytes of output per step of this axis: the product of the output extents after it.
-        let out_stride: i64 = plan.perm[level + 1..]
-            .iter()
-            .map(|&a| plan.dims[a] as i64)
-            .product();
-        let zero = b.ins().iconst(context.pointer, 0);
-        let end = b.ins().iconst(context.pointer, extent as i64);
-        counted_loop(b, context.pointer, zero, end, 1, |b, i| {
-            let from = element_address(b, src, i, strides[axis]);
-            let to = element_address(b, dst, i, out_stride);
-            self.emit_level(b, context, level + 1, from, to);
-        });
-    }
-}
-
-impl Kernel for ByteTransposeKernel {
-    fn spec(&self) -> &KernelSpec {
-        &self.spec
-    }
-
-    fn build_body(
-        &self,
-        b: &mut FunctionBuilder,
-        context: &KernelContext,
-        params: &[Value],
-    ) -> Result<(), KernelError> {
-        let [x, y, outer] = params else {
-            return Err(arity_error(&self.spec, params));
-        };
-        let (x, y) = (*x, *y);
-        if self.plan.perm.is_empty() {
-            return Err(unsupported(
-                &self.spec.name,
-                "a transpose without axes is a copy".to_string(),
-            ));
-        }
-        let block = self.plan.block() as i64;
-        let zero = b.ins().iconst(context.pointer, 0);
-        counted_loop(b, context.pointer, zero, *outer, 1, |b, o| {
-            let from = element_address(b, x, o, block);
-            let to = element_address(b, y, o, block);
-            self.emit_level(b, context, 0, from, to);
-        });
-        b.ins().return_(&[]);
-        Ok(())
-    }
-}
-
-/// Lowers Transpose of a 1-byte-element input of `dims` by `perm` (input 0 → output 0).
+/// Lowers Transpose of a 1-byte-element input of `dims` by `perm` (input 0 → output 0): the
+/// fp32 transpose's loop nest over bytes ([`layout::lower_transpose_of`]).
 pub fn lower_byte_transpose(
     arch: Arch,
     perm: &[usize],
     dims: &[usize],
 ) -> Result<NodeLowering, KernelError> {
-    let mut seen = vec![false; dims.len()];
-    let valid = perm.len() == dims.len()
-        && perm
-            .iter()
-            .all(|&a| a < dims.len() && !std::mem::replace(&mut seen[a], true));
-    if !valid {
-        return Err(unsupported(
-            "u8 Transpose",
-            format!("perm {perm:?} is not a permutation of the axes of {dims:?}"),
-        ));
-    }
-    let numel: usize = dims.iter().product();
-    let mut lowering = NodeLowering::default();
-    if numel == 0 {
-        lowering.description = format!("u8 transpose {dims:?} perm {perm:?}: empty");
-        return Ok(lowering);
-    }
-    let plan = TransposePlan::new(perm, dims);
-    if plan.is_copy() {
-        let kernel = Arc::new(ByteCopyKernel::new(arch));
-        let call = copy_call(&kernel, Arg::input(0), Arg::output(0), 1, numel, 0, 0)?;
-        lowering.calls.push(call);
-        lowering.description = format!("u8 transpose {dims:?} perm {perm:?}: plain copy");
-        return Ok(lowering);
-    }
-    lowering.description = format!(
-        "u8 transpose {dims:?} perm {perm:?} as {} x {:?} perm {:?}",
-        plan.outer, plan.dims, plan.perm
-    );
-    let outer = plan.outer;
-    let kernel = Arc::new(ByteTransposeKernel::new(arch, plan));
-    lowering.calls.push(KernelCall::new(
-        kernel,
-        vec![Arg::input(0), Arg::output(0), Arg::Size(outer)],
-    )?);
-    Ok(lowering)
+    layout::lower_transpose_of(arch, perm, dims, layout::Element::Byte)
+}
+
+/// One contiguous copy of `bytes` bytes from input 0 to output 0.
+pub(crate) fn plain_copy_call(arch: Arch, bytes: usize) -> Result<KernelCall, KernelError> {
+    let kernel = Arc::new(ByteCopyKernel::new(arch));
+    copy_call(&kernel, Arg::input(0), Arg::output(0), 1, bytes, 0, 0)
 }
 
 #[cfg(test)]
