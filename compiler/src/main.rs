@@ -150,6 +150,15 @@ enum Command {
         seed: u64,
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// What computes the tensors: the model compiled for native-fp32 (falls back to the
+        /// interpreter, with a warning, when it does not compile) or the reference interpreter.
+        #[arg(
+            long,
+            value_enum,
+            value_name = "ENGINE",
+            default_value_t = qcc::calibrate::CalibrationEngine::Compiled
+        )]
+        calibrate_with: qcc::calibrate::CalibrationEngine,
     },
     /// Quantize a model as an int8 target would and write the quantized graph as an ONNX QDQ
     /// model (QuantizeLinear/DequantizeLinear around standard ops, opset 13), which
@@ -470,6 +479,7 @@ fn run(cli: Cli) -> Result<(), DriverError> {
             samples,
             seed,
             output,
+            calibrate_with,
         } => {
             let source = match (data, synthetic) {
                 (Some(path), _) => qcc::calibration_data::DataSource::Path(path),
@@ -483,7 +493,8 @@ fn run(cli: Cli) -> Result<(), DriverError> {
                 (None, None) => unreachable!("clap requires --data or --synthetic"),
             };
             let g = driver::load_model(&model, 1)?;
-            let stats = qcc::calibrate::calibrate(&model, &g, &source, samples, true)?;
+            let stats =
+                qcc::calibrate::calibrate_with(&model, &g, &source, samples, true, calibrate_with)?;
             let text = stats
                 .to_json()
                 .map_err(|e| DriverError::Other(e.to_string()))?;
