@@ -17,7 +17,8 @@
 //! - Comment lines at the top say why the file exists (what behaviour it pins down).
 //! - `; quantize: PROFILE` (optional) quantizes for a hardware profile: the `default`
 //!   pipeline then includes the `quantize` pass, with statistics from running the input graph
-//!   on four seeded random inputs.
+//!   on four seeded random inputs. `; quantize: dynamic PROFILE` quantizes dynamically (the
+//!   `quantize-dynamic` pass, no statistics).
 //! - `; pipeline: NAME NAME ...` names the passes, as `qcc_passes::pipeline_from_names`
 //!   takes them (`default` is the whole standard pipeline), with `PipelineOptions::default()`.
 //! - The input graph is the file's `.qir` text; `; check:` lines are comments to the parser.
@@ -115,17 +116,34 @@ fn actual_output(t: &Filetest) -> Result<String, String> {
     let mut graph = parse_graph(&source).map_err(|e| format!("input graph: {e}"))?;
     let names: Vec<&str> = t.pipeline.iter().map(String::as_str).collect();
     let mut options = PipelineOptions::default();
-    if let Some(profile) = &t.quantize {
-        let profile = qcc_passes::quant::Profile::parse(profile).map_err(|e| e.to_string())?;
-        let source = qcc::calibration_data::DataSource::Synthetic { count: 4, seed: 7 };
-        let stats =
-            qcc::calibrate::calibrate(Path::new("filetest.qir"), &graph, &source, None, false)
+    if let Some(spec) = &t.quantize {
+        use qcc_passes::quant::{DynamicOptions, Profile, Quantization, QuantizeOptions};
+        options.quantize = Some(match spec.strip_prefix("dynamic ") {
+            Some(profile) => Quantization::Dynamic(DynamicOptions {
+                profile: Profile::parse(profile.trim()).map_err(|e| e.to_string())?,
+                weight_method: qcc_passes::quant::RangeMethod::MinMax,
+                exclude: Vec::new(),
+            }),
+            None => {
+                let profile = Profile::parse(spec).map_err(|e| e.to_string())?;
+                let source = qcc::calibration_data::DataSource::Synthetic { count: 4, seed: 7 };
+                // The interpreter: expected text must not depend on the host's fp32 kernels.
+                let stats = qcc::calibrate::calibrate_with(
+                    Path::new("filetest.qir"),
+                    &graph,
+                    &source,
+                    None,
+                    false,
+                    qcc::calibrate::CalibrationEngine::Interpreter,
+                )
                 .map_err(|e| format!("calibration: {e}"))?;
-        options.quantize = Some(qcc_passes::quant::QuantizeOptions {
-            profile,
-            stats: std::sync::Arc::new(stats),
-            methods: Default::default(),
-            exclude: Vec::new(),
+                Quantization::Static(QuantizeOptions {
+                    profile,
+                    stats: std::sync::Arc::new(stats),
+                    methods: Default::default(),
+                    exclude: Vec::new(),
+                })
+            }
         });
     }
     let pm = pipeline_from_names(&names, &options).map_err(|e| e.to_string())?;

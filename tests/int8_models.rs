@@ -12,7 +12,7 @@ use qcc::calibration_data::DataSource;
 use qcc::compile::{lower_graph_quantized, JitModel};
 use qcc_codegen::Target;
 use qcc_ir::{Graph, Op, Tensor};
-use qcc_passes::quant::{Profile, QuantizeOptions, RangeMethods};
+use qcc_passes::quant::{Profile, Quantization, QuantizeOptions, RangeMethods};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -58,8 +58,8 @@ fn check(name: &str, g: Graph, profile: Profile) -> Result<String, String> {
     let float = qcc_ir::eval::run(&g, &map).map_err(|e| fail(e.to_string()))?;
     let target = Target::parse("x86_64-int8").map_err(|e| e.to_string())?;
     let opts = options(&g, profile).map_err(fail)?;
-    let mut lowered =
-        lower_graph_quantized(g, &target, "model", Some(opts)).map_err(|e| fail(e.to_string()))?;
+    let mut lowered = lower_graph_quantized(g, &target, "model", Some(Quantization::Static(opts)))
+        .map_err(|e| fail(e.to_string()))?;
     let integer_ops = lowered
         .graph
         .petgraph()
@@ -191,7 +191,7 @@ fn an_int8_target_without_statistics_is_an_error_naming_the_flags() {
     // An --exclude pattern that matches nothing is an error naming it.
     let mut opts = options(&g, Profile::X86_VNNI).expect("calibrates");
     opts.exclude = vec!["no_such_node*".into()];
-    let err = lower_graph_quantized(g, &target, "m", Some(opts))
+    let err = lower_graph_quantized(g, &target, "m", Some(Quantization::Static(opts)))
         .err()
         .expect("a pattern matching nothing fails");
     assert!(err.to_string().contains("no_such_node*"), "{err}");

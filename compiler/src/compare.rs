@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use qcc_codegen::target::Precision;
 use qcc_codegen::Target;
 use qcc_ir::{DType, Graph, Op, QParams, Tensor, ValueDef, ValueId};
-use qcc_passes::quant::QuantizeOptions;
+use qcc_passes::quant::Quantization;
 
 use crate::calibration_data::{load_samples, DataSource};
 use crate::compile::{self, JitModel};
@@ -456,12 +456,12 @@ pub fn compare(
     model: &Path,
     graph: &Graph,
     target: &Target,
-    quantize: QuantizeOptions,
+    quantize: Quantization,
     samples: &[Vec<Tensor>],
     layer_samples: usize,
     progress: bool,
 ) -> Result<Comparison, DriverError> {
-    let profile = quantize.profile.name.to_string();
+    let profile = quantize.profile().name.to_string();
     let host = driver::parse_target(FP32_TARGET)?;
     let mut fp32 = compile::lower_graph(graph.clone(), &host, "compare_fp32")?;
     let fp32_jit = JitModel::new(&mut fp32)?;

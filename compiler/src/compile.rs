@@ -10,7 +10,7 @@ use qcc_ir::{Graph, Tensor};
 
 use crate::driver::{self, DriverError};
 use crate::quant_args::QuantArgs;
-use qcc_passes::quant::QuantizeOptions;
+use qcc_passes::quant::Quantization;
 
 /// Time spent in each stage of a compilation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -96,7 +96,7 @@ pub fn lower_graph_quantized(
     mut graph: Graph,
     target: &Target,
     name: &str,
-    quantize: Option<QuantizeOptions>,
+    quantize: Option<Quantization>,
 ) -> Result<Lowered, DriverError> {
     let mut times = CompileTimes::default();
     let start = Instant::now();

@@ -73,7 +73,9 @@ impl OpKind {
             | Op::QuantizedConv { .. }
             | Op::QuantizedMatMul { .. }
             | Op::QuantizedAdd { .. }
-            | Op::QuantizedGlobalAveragePool { .. } => OpKind::Quantization,
+            | Op::QuantizedGlobalAveragePool { .. }
+            | Op::DynamicQuantizedConv { .. }
+            | Op::DynamicQuantizedMatMul { .. } => OpKind::Quantization,
         }
     }
 

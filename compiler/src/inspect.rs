@@ -80,6 +80,16 @@ pub fn node_flops(g: &Graph, n: NodeId) -> u64 {
             let macs_per_output: u64 = w[1..].iter().map(|&d| d as u64).product();
             out * (2 * macs_per_output + 2)
         }
+        // The float epilogue: scale, bias, residual.
+        Op::DynamicQuantizedConv { residual, .. } => {
+            let w = dims(3);
+            let macs_per_output: u64 = w[1..].iter().map(|&d| d as u64).product();
+            out * (2 * macs_per_output + 2 + *residual as u64)
+        }
+        Op::DynamicQuantizedMatMul { .. } => {
+            let a = dims(0);
+            out * (2 * *a.last().unwrap_or(&1) as u64 + 2)
+        }
         // Two scaled inputs summed, one rounding.
         Op::QuantizedAdd { .. } => 3 * out,
         Op::QuantizedGlobalAveragePool { .. } => {

@@ -1,5 +1,5 @@
 //! The quantization options of `qcc compile`, `run`, `bench` and `compare`, and how they
-//! become the `quantize` pass's [`QuantizeOptions`].
+//! become a [`Quantization`]: the static `quantize` pass's options or the dynamic one's.
 //!
 //! An int8 target needs calibration statistics: `--stats FILE` (from `qcc calibrate`) or
 //! `--calibrate DATA` (calibrate now, on the same kind of data `qcc calibrate --data` takes).
@@ -12,13 +12,31 @@ use std::sync::Arc;
 
 use qcc_codegen::target::{Feature, Precision};
 use qcc_codegen::Target;
-use qcc_passes::quant::{CalibrationStats, Profile, QuantizeOptions, RangeMethod, RangeMethods};
+use qcc_passes::quant::{
+    CalibrationStats, DynamicOptions, Profile, Quantization, QuantizeOptions, RangeMethod,
+    RangeMethods,
+};
 
 use crate::calibration_data::DataSource;
 use crate::driver::{self, DriverError};
 
+/// `--mode`: when activations get their quantization parameters.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuantMode {
+    /// From calibration statistics, at compile time (int8 in, int8 out of every layer).
+    #[default]
+    Static,
+    /// From each input's range at run time (weights int8, each layer's output f32): no
+    /// statistics needed.
+    Dynamic,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct QuantArgs {
+    /// static: activation ranges from calibration statistics; dynamic: measured per tensor
+    /// at run time (no statistics; convolutions and matrix products in int8, the rest fp32).
+    #[arg(long, value_enum, default_value_t = QuantMode::Static)]
+    pub mode: QuantMode,
     /// Calibration statistics from `qcc calibrate` (int8 targets).
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
@@ -55,6 +73,7 @@ impl Default for QuantArgs {
     /// What the command line gives when no quantization option is passed.
     fn default() -> QuantArgs {
         QuantArgs {
+            mode: QuantMode::Static,
             stats: None,
             calibrate: None,
             calibrate_samples: None,
@@ -68,7 +87,8 @@ impl Default for QuantArgs {
 
 impl QuantArgs {
     fn any_given(&self) -> bool {
-        self.stats.is_some()
+        self.mode != QuantMode::Static
+            || self.stats.is_some()
             || self.calibrate.is_some()
             || self.profile.is_some()
             || !self.exclude.is_empty()
@@ -90,8 +110,8 @@ impl QuantArgs {
         if self.any_given() {
             return Err(DriverError::Other(format!(
                 "{} is already quantized (it has QuantizeLinear/DequantizeLinear or QLinear \
-                 ops): it compiles with its own parameters; drop --stats, --calibrate, \
-                 --profile and --exclude",
+                 ops): it compiles with its own parameters; drop --mode, --stats, \
+                 --calibrate, --profile and --exclude",
                 model.display()
             )));
         }
@@ -106,23 +126,55 @@ impl QuantArgs {
         Ok(())
     }
 
-    /// The `quantize` pass's options for compiling `model` for `target`: `None` for a float
-    /// target (an error if quantization options were given anyway).
+    /// How to quantize `model` for `target`: `None` for a float target (an error if
+    /// quantization options were given anyway).
     pub fn options(
         &self,
         model: &Path,
         target: &Target,
-    ) -> Result<Option<QuantizeOptions>, DriverError> {
+    ) -> Result<Option<Quantization>, DriverError> {
         if target.precision() != Precision::Int8 {
             if self.any_given() {
                 return Err(DriverError::Other(format!(
-                    "--stats, --calibrate, --profile and --exclude are for int8 targets; \
-                     {} computes in {}",
+                    "--mode, --stats, --calibrate, --profile and --exclude are for int8 \
+                     targets; {} computes in {}",
                     target.name(),
                     target.precision().name()
                 )));
             }
             return Ok(None);
+        }
+        let method = |flag: &str, text: &str| {
+            RangeMethod::parse(text).map_err(|e| DriverError::Other(format!("--{flag}: {e}")))
+        };
+        if self.mode == QuantMode::Dynamic {
+            if self.stats.is_some() || self.calibrate.is_some() {
+                return Err(DriverError::Other(
+                    "--mode dynamic measures activation ranges at run time: drop --stats and \
+                     --calibrate"
+                        .into(),
+                ));
+            }
+            return Ok(Some(Quantization::Dynamic(DynamicOptions {
+                profile: self.profile(target)?,
+                weight_method: method("weight-range", &self.weight_range)?,
+                exclude: self.exclude.clone(),
+            })));
+        }
+        self.static_options(model, target)
+            .map(|q| Some(Quantization::Static(q)))
+    }
+
+    /// The `quantize` pass's options (static mode) for an int8 `target`.
+    pub fn static_options(
+        &self,
+        model: &Path,
+        target: &Target,
+    ) -> Result<QuantizeOptions, DriverError> {
+        if self.mode != QuantMode::Static {
+            return Err(DriverError::Other(
+                "this command quantizes statically (calibrated Q/DQ); drop --mode dynamic".into(),
+            ));
         }
         let stats = match (&self.stats, &self.calibrate) {
             (Some(path), _) => read_stats(path)?,
@@ -149,7 +201,7 @@ impl QuantArgs {
         let method = |flag: &str, text: &str| {
             RangeMethod::parse(text).map_err(|e| DriverError::Other(format!("--{flag}: {e}")))
         };
-        Ok(Some(QuantizeOptions {
+        Ok(QuantizeOptions {
             profile: self.profile(target)?,
             stats: Arc::new(stats),
             methods: RangeMethods {
@@ -157,7 +209,7 @@ impl QuantArgs {
                 activations: method("activation-range", &self.activation_range)?,
             },
             exclude: self.exclude.clone(),
-        }))
+        })
     }
 }
 

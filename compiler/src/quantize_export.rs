@@ -115,9 +115,13 @@ pub fn quantize_model(
     quant: &QuantArgs,
     output: &Path,
 ) -> Result<QuantizedModel, DriverError> {
-    let options = quant
-        .options(model, target)?
-        .ok_or_else(|| DriverError::Other(format!("target {} does not quantize", target.name())))?;
+    if target.precision() != qcc_codegen::target::Precision::Int8 {
+        return Err(DriverError::Other(format!(
+            "target {} does not quantize",
+            target.name()
+        )));
+    }
+    let options = quant.static_options(model, target)?;
     let graph = driver::load_model(model, 1)?;
     let quantized = quantize_graph(graph, target, options)
         .map_err(|e| DriverError::Other(format!("{}: {e}", model.display())))?;

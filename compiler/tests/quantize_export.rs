@@ -204,7 +204,7 @@ fn measure(f: &Fixture, profile_name: &str) -> Vec<Measured> {
         f.graph.clone(),
         &target,
         &format!("qexp_{}", f.name.replace('-', "_")),
-        Some(options),
+        Some(qcc_passes::quant::Quantization::Static(options)),
     )
     .expect("int8 build");
     let jit = JitModel::new(&mut lowered).expect("JIT");
@@ -371,9 +371,14 @@ fn tvm_int8_differs_from_the_qdq_model_only_at_exact_ties_in_the_first_layer() {
     let qdq = quantize_export::quantize_graph(f.graph.clone(), &target, options.clone())
         .expect("quantize")
         .graph;
-    let realized = compile::lower_graph_quantized(f.graph.clone(), &target, "tie", Some(options))
-        .expect("int8 build")
-        .graph;
+    let realized = compile::lower_graph_quantized(
+        f.graph.clone(),
+        &target,
+        "tie",
+        Some(qcc_passes::quant::Quantization::Static(options)),
+    )
+    .expect("int8 build")
+    .graph;
     let inputs = HashMap::from([(f.input_name.clone(), f.input.clone())]);
     let value = |g: &Graph, name: &str| -> Vec<f64> {
         let id = g

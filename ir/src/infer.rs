@@ -547,6 +547,39 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
                 TensorType::new(DType::U8, vec![]),
             ])
         }
+        Op::DynamicQuantizedConv {
+            conv,
+            w: qw,
+            residual,
+            ..
+        } => {
+            let (x, w) = (first()?, inputs[3]);
+            dynamic_operands(&inputs[..3], qw, w, "w", 0)?;
+            let out = TensorType::new(DType::F32, conv_output_dims(conv, x, w, None)?);
+            expect_f32_bias(inputs[4], w.dims()[0])?;
+            if *residual && *inputs[5] != out {
+                return Err(format!(
+                    "residual is {}, the conv produces {out}",
+                    inputs[5]
+                ));
+            }
+            one(out)
+        }
+        Op::DynamicQuantizedMatMul { b: qb, .. } => {
+            let (a, b) = (first()?, inputs[3]);
+            if a.rank() < 2 || b.rank() != 2 {
+                return Err(format!(
+                    "a must have rank >= 2 and b rank 2, are {} and {}",
+                    a.shape, b.shape
+                ));
+            }
+            dynamic_operands(&inputs[..3], qb, b, "b", 1)?;
+            expect_f32_bias(inputs[4], b.dims()[1])?;
+            one(TensorType::new(
+                DType::F32,
+                matmul_dims(a.dims(), b.dims())?,
+            ))
+        }
     }
 }
 

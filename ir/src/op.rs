@@ -298,6 +298,42 @@ pub enum Op {
         x: QParams,
         y: QParams,
     },
+    /// qcc's dynamically quantized convolution (`--mode dynamic`): weights quantized at
+    /// compile time, the input quantized per tensor at run time by a
+    /// [`Op::DynamicQuantizeLinear`], a float output: [`Op::FusedConv`] with an integer
+    /// dot product.
+    ///
+    /// Inputs: x (u8), x_scale (f32 scalar) and x_zero_point (u8 scalar), the three outputs
+    /// of one DynamicQuantizeLinear; w (i8 `[C_out, C_in/group, kH, kW]`, symmetric: zero
+    /// points 0, per tensor or per output channel along axis 0; a constant the back end
+    /// packs); bias (f32 `[C_out]`, always present); r (f32, the output's shape) when
+    /// `residual`. For output channel `c`, in this order, each float step rounded once in
+    /// f32 (no fused multiply-add):
+    ///
+    /// ```text
+    /// acc = Σ (x − x_zero_point)·w        i32, wrapping; padding taps read x_zero_point
+    /// s   = x_scale · s_w[c]
+    /// y   = f32(acc) · s + bias[c]        f32(acc) rounds to nearest even
+    /// y   = y + r                         only with a residual
+    /// y   = act(y)                        as Op::Activation
+    /// ```
+    DynamicQuantizedConv {
+        conv: ConvAttrs,
+        w: QParams,
+        residual: bool,
+        activation: Option<Activation>,
+    },
+    /// qcc's dynamically quantized matrix product (fully connected layers), as
+    /// [`Op::DynamicQuantizedConv`] with the column `n` in place of the output channel.
+    ///
+    /// Inputs: a (u8 `[..., M, K]`), a_scale, a_zero_point (from one DynamicQuantizeLinear),
+    /// b (i8 `[K, N]`, symmetric, per tensor or per column along axis 1; a constant), bias
+    /// (f32 `[N]`). Output f32 `[..., M, N]`:
+    /// `y = act(f32(Σ_k (a − a_zero_point)·b[k, n]) · (a_scale · s_b[n]) + bias[n])`.
+    DynamicQuantizedMatMul {
+        b: QParams,
+        activation: Option<Activation>,
+    },
 }
 
 /// The requantization multipliers of a realized int8 op ([`Op::QuantizedConv`],
@@ -413,6 +449,8 @@ impl Op {
             Op::QuantizedMatMul { .. } => "QuantizedMatMul",
             Op::QuantizedAdd { .. } => "QuantizedAdd",
             Op::QuantizedGlobalAveragePool { .. } => "QuantizedGlobalAveragePool",
+            Op::DynamicQuantizedConv { .. } => "DynamicQuantizedConv",
+            Op::DynamicQuantizedMatMul { .. } => "DynamicQuantizedMatMul",
         }
     }
 
@@ -452,6 +490,10 @@ impl Op {
                 (3 + *residual as usize, Some(3 + *residual as usize))
             }
             Op::FusedGemm { .. } => (2, Some(3)),
+            Op::DynamicQuantizedConv { residual, .. } => {
+                (5 + *residual as usize, Some(5 + *residual as usize))
+            }
+            Op::DynamicQuantizedMatMul { .. } => (5, Some(5)),
             Op::QLinearConv { .. } | Op::QuantizedMatMul { .. } => (2, Some(3)),
             // The bias is optional only without a residual, so a third input is unambiguous.
             Op::QuantizedConv { residual, .. } => match residual {

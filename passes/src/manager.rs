@@ -99,9 +99,9 @@ impl PassManager {
 #[derive(Clone, Debug, Default)]
 pub struct PipelineOptions {
     pub egraph: crate::egraph::EgraphOptions,
-    /// Set for an int8 build: the `quantize` pass runs between batch-norm folding and
-    /// fusion.
-    pub quantize: Option<crate::quant::QuantizeOptions>,
+    /// Set for an int8 build: static quantization runs the `quantize` pass between
+    /// batch-norm folding and fusion, dynamic quantization `quantize-dynamic` after fusion.
+    pub quantize: Option<crate::quant::Quantization>,
 }
 
 /// The standard pipeline: the canonical clean-up passes, then the e-graph optimizer.
@@ -112,16 +112,22 @@ pub fn default_pipeline(opts: &PipelineOptions) -> PassManager {
 }
 
 /// The standard pipeline's passes: canonical clean-up, batch-norm folding, the `quantize`
-/// pass when `opts.quantize` is set, then fusion (which realizes int8 ops).
+/// pass for a static int8 build, then fusion (which realizes int8 ops), then
+/// `quantize-dynamic` for a dynamic int8 build (it rewrites fused layers).
 fn add_default_passes(pm: &mut PassManager, opts: &PipelineOptions) {
+    use crate::quant::Quantization;
     crate::canonical::add_canonical_passes(pm);
     pm.add(crate::quant::ExpandQLinear);
+    pm.add(crate::quant::QuantizeFloatBias::default());
     crate::egraph::add_pass_by_name(pm, "fold-batchnorm", &opts.egraph);
-    if let Some(q) = &opts.quantize {
+    if let Some(Quantization::Static(q)) = &opts.quantize {
         pm.add(crate::quant::InsertQdq::new(q.clone()));
     }
     crate::egraph::add_pass_by_name(pm, "fuse", &opts.egraph);
     pm.add(crate::quant::FoldDequantizedWeights);
+    if let Some(Quantization::Dynamic(d)) = &opts.quantize {
+        pm.add(crate::quant::QuantizeDynamic::new(d.clone()));
+    }
 }
 
 /// The passes before quantization: canonical clean-up and batch-norm folding. Calibration
@@ -147,6 +153,8 @@ pub fn pipeline_from_names(
             add_default_passes(&mut pm, opts);
         } else if name == "expand-qlinear" {
             pm.add(crate::quant::ExpandQLinear);
+        } else if name == "quantize-float-bias" {
+            pm.add(crate::quant::QuantizeFloatBias::default());
         } else if name == "fold-dequantized-weights" {
             pm.add(crate::quant::FoldDequantizedWeights);
         } else if !crate::canonical::add_pass_by_name(&mut pm, name)

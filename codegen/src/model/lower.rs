@@ -354,7 +354,14 @@ fn macs(graph: &Graph, id: NodeId) -> usize {
             dims(graph, node.inputs[1]),
         )
         .map_or(0, |g| g.macs()),
-        Op::QuantizedMatMul { .. } => {
+        // Dynamic quantization's weights are input 3 (after the input's scale and zero point).
+        Op::DynamicQuantizedConv { conv: attrs, .. } => ConvGeometry::new(
+            attrs,
+            dims(graph, node.inputs[0]),
+            dims(graph, node.inputs[3]),
+        )
+        .map_or(0, |g| g.macs()),
+        Op::QuantizedMatMul { .. } | Op::DynamicQuantizedMatMul { .. } => {
             let out: usize = dims(graph, node.outputs[0]).iter().product();
             out * dims(graph, node.inputs[0]).last().copied().unwrap_or(0)
         }

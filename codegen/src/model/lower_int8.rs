@@ -15,11 +15,18 @@
 //!
 //! Weights are s8 (a realized op's weights always are: u8 weights are shifted at
 //! realization).
+//!
+//! # Dynamic quantization
+//!
+//! [`Op::DynamicQuantizeLinear`] computes a u8 tensor, its f32 scale and its u8 zero point at
+//! run time; [`Op::DynamicQuantizedConv`] and [`Op::DynamicQuantizedMatMul`] read all three
+//! (node inputs 0-2) with compile-time symmetric s8 weights and an f32 bias, and write f32.
 
 use qcc_ir::{DType, Graph, NodeId, Op, QParams, Tensor, ValueId};
 
 use crate::lower::int8::{
-    self, add, bytes, pool, quantize, OutputQuant, QConvParams, QGemmParams, ResidualQuant,
+    self, add, bytes, dynamic_quantize, pool, quantize, DynamicConvParams, DynamicGemmParams,
+    OutputQuant, QConvParams, QGemmParams, ResidualQuant,
 };
 use crate::lower::{ConvGeometry, KernelError, NodeLowering};
 use crate::plan::MemoryPlan;
@@ -97,6 +104,50 @@ fn const_i32(graph: &Graph, v: ValueId, role: &str) -> Result<Vec<i32>, String> 
     }
 }
 
+fn const_f32(graph: &Graph, v: ValueId, role: &str) -> Result<Vec<f32>, String> {
+    match constant(graph, v, role)? {
+        Tensor::F32(a) => Ok(a.iter().copied().collect()),
+        other => Err(format!(
+            "{role} '{}' is {}, not f32",
+            graph.value(v).name,
+            other.dtype().name()
+        )),
+    }
+}
+
+/// The weights of a dynamically quantized op.
+struct DynamicWeights {
+    values: Vec<i8>,
+    /// Along the kernel's axis, or one for all.
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+}
+
+/// The s8 weights of a dynamically quantized op (node input `v`), quantized along `axis`
+/// or per tensor.
+fn dynamic_weights(
+    graph: &Graph,
+    w: &QParams,
+    v: ValueId,
+    axis: usize,
+) -> Result<DynamicWeights, String> {
+    if w.dtype() != DType::I8 {
+        return Err(format!("weights are {}, not i8", w.dtype().name()));
+    }
+    if let Some(a) = w.axis() {
+        if a != axis {
+            return Err(format!(
+                "weights are quantized along axis {a}; the kernel takes axis {axis}"
+            ));
+        }
+    }
+    Ok(DynamicWeights {
+        values: const_i8(graph, v, "weight")?,
+        scales: w.scales().to_vec(),
+        zero_points: w.zero_points().to_vec(),
+    })
+}
+
 /// Weight zero points, or `None` when they are all zero (the plain kernels).
 fn weight_zero_points(w: &QParams) -> Option<Vec<i32>> {
     w.zero_points()
@@ -129,6 +180,9 @@ pub(super) fn is_int8_node(graph: &Graph, id: NodeId) -> bool {
         node.op,
         Op::QuantizeLinear(_)
             | Op::DequantizeLinear(_)
+            | Op::DynamicQuantizeLinear
+            | Op::DynamicQuantizedConv { .. }
+            | Op::DynamicQuantizedMatMul { .. }
             | Op::QuantizedConv { .. }
             | Op::QuantizedMatMul { .. }
             | Op::QuantizedAdd { .. }
@@ -236,6 +290,62 @@ fn lower(
                     input_zero_point: storage_zero_point(a, "input A")?,
                     weight_zero_points: zero_points.as_deref(),
                     output: output_quant(y, *clamp)?,
+                },
+            )
+            .map_err(kernel_error)
+        }
+        Op::DynamicQuantizeLinear => {
+            let count = graph.value(node.inputs[0]).ty.shape.numel();
+            dynamic_quantize::lower_dynamic_quantize(arch, count).map_err(kernel_error)
+        }
+        Op::DynamicQuantizedConv {
+            conv,
+            w,
+            residual,
+            activation,
+        } => {
+            let geometry = ConvGeometry::new(conv, dims(0), dims(3)).map_err(kernel_error)?;
+            let weights = dynamic_weights(graph, w, node.inputs[3], 0)?;
+            let bias = const_f32(graph, node.inputs[4], "bias")?;
+            int8::lower_dynamic_qconv(
+                target,
+                &DynamicConvParams {
+                    geometry,
+                    weight: &weights.values,
+                    weight_scales: &weights.scales,
+                    weight_zero_points: &weights.zero_points,
+                    bias: &bias,
+                    residual: *residual,
+                    activation: *activation,
+                },
+            )
+            .map_err(kernel_error)
+        }
+        Op::DynamicQuantizedMatMul { b, activation } => {
+            let (a_dims, b_dims) = (dims(0), dims(3));
+            let (Some(&k), [bk, n]) = (a_dims.last(), b_dims) else {
+                return Err(format!(
+                    "DynamicQuantizedMatMul takes A [..., M, K] and B [K, N]: A {a_dims:?}, B \
+                     {b_dims:?}"
+                ));
+            };
+            if k != *bk {
+                return Err(format!("A {a_dims:?} and B {b_dims:?} disagree on K"));
+            }
+            let m = a_dims[..a_dims.len() - 1].iter().product();
+            let weights = dynamic_weights(graph, b, node.inputs[3], 1)?;
+            let bias = const_f32(graph, node.inputs[4], "bias")?;
+            int8::lower_dynamic_qgemm(
+                target,
+                &DynamicGemmParams {
+                    m,
+                    k,
+                    n: *n,
+                    weight: &weights.values,
+                    weight_scales: &weights.scales,
+                    weight_zero_points: &weights.zero_points,
+                    bias: &bias,
+                    activation: *activation,
                 },
             )
             .map_err(kernel_error)

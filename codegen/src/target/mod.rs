@@ -469,11 +469,11 @@ impl Target {
             ("aarch64-fp32", "Armv8.0-A with NEON, f32x4 kernels"),
             (
                 "aarch64-int8",
-                "Armv8.2-A dot product, int8 kernels with sdot",
+                "Armv8.2-A dot product; int8 kernels with widening multiplies (no sdot yet)",
             ),
             (
                 "aarch64-int8+i8mm",
-                "Armv8.6-A int8 matrix multiply, int8 kernels with usdot",
+                "Armv8.6-A int8 matrix multiply, int8 kernels with usdot (u8 x s8)",
             ),
             ("aarch64-fp16", "Armv8.2-A FP16 arithmetic, f16x8 kernels"),
             (

@@ -539,6 +539,13 @@ impl Writer<'_> {
             // round half toward +inf, so an "equivalent" export would differ by one step on
             // ties and near-ties. Refuse rather than write a model that silently disagrees;
             // the QDQ form before realization is the one to export.
+            Op::DynamicQuantizedConv { .. } | Op::DynamicQuantizedMatMul { .. } => {
+                return Err(unsupported(
+                    "qcc's dynamically quantized op (a fused integer product with a float \
+                     epilogue) is not exported; export the float model and quantize it \
+                     dynamically where it runs",
+                ));
+            }
             Op::QuantizedConv { .. }
             | Op::QuantizedMatMul { .. }
             | Op::QuantizedAdd { .. }

@@ -10,6 +10,7 @@
 //! produced exactly the inferred types: inference and evaluation cannot drift apart silently.
 
 mod conv;
+mod dynamic;
 #[cfg(test)]
 mod eight_bit_tests;
 mod elementwise;
@@ -249,6 +250,21 @@ fn dispatch(op: &Op, inputs: &[&Tensor]) -> R<Vec<Tensor>> {
         )?),
         Op::QuantizedGlobalAveragePool { x, y } => {
             one(realized::quantized_global_average_pool(x, y, first()?)?)
+        }
+        Op::DynamicQuantizedConv {
+            conv,
+            w,
+            residual,
+            activation,
+        } => one(dynamic::dynamic_quantized_conv(
+            conv,
+            w,
+            *residual,
+            *activation,
+            inputs,
+        )?),
+        Op::DynamicQuantizedMatMul { b, activation } => {
+            one(dynamic::dynamic_quantized_matmul(b, *activation, inputs)?)
         }
     }
 }

@@ -216,3 +216,51 @@ pub(super) fn qparams_fit(q: &crate::QParams, t: &TensorType) -> R<()> {
     }
     Ok(())
 }
+
+/// The operands of a dynamically quantized op (DynamicQuantizedConv/MatMul): the three
+/// outputs of a DynamicQuantizeLinear (u8 data, f32 scalar scale, u8 scalar zero point) and
+/// symmetric i8 weights per tensor or per channel along `weight_axis`.
+pub(super) fn dynamic_operands(
+    input: &[&TensorType],
+    qw: &crate::QParams,
+    w: &TensorType,
+    w_name: &str,
+    weight_axis: usize,
+) -> R<()> {
+    let scalar = |t: &TensorType| t.dims().iter().product::<usize>() == 1;
+    if input[0].dtype != DType::U8 {
+        return Err(format!("the input must be u8, is {}", input[0].dtype));
+    }
+    if input[1].dtype != DType::F32 || !scalar(input[1]) {
+        return Err(format!("the input scale must be one f32, is {}", input[1]));
+    }
+    if input[2].dtype != DType::U8 || !scalar(input[2]) {
+        return Err(format!(
+            "the input zero point must be one u8, is {}",
+            input[2]
+        ));
+    }
+    if w.dtype != DType::I8 {
+        return Err(format!("{w_name} must be i8, is {}", w.dtype));
+    }
+    qparams_match(qw, w, w_name)?;
+    if qw.axis().is_some_and(|a| a != weight_axis) {
+        return Err(format!(
+            "{w_name} must be quantized per tensor or per channel along axis {weight_axis}"
+        ));
+    }
+    if qw.zero_points().iter().any(|&z| z != 0) {
+        return Err(format!(
+            "{w_name} must be symmetric (zero points 0), is {qw}"
+        ));
+    }
+    Ok(())
+}
+
+/// The f32 bias of a dynamically quantized op: `[channels]`.
+pub(super) fn expect_f32_bias(bias: &TensorType, channels: usize) -> R<()> {
+    if bias.dtype != DType::F32 || bias.dims() != [channels] {
+        return Err(format!("bias must be f32 [{channels}], is {bias}"));
+    }
+    Ok(())
+}

@@ -661,6 +661,24 @@ pub fn build_op(name: &str, at: Pos, mut a: Attrs, ctx: &OpContext) -> Result<Op
                 activation: a.opt("activation", activation_of)?,
             }
         }
+        "DynamicQuantizedConv" => {
+            let conv = conv_attrs(&mut a, ctx)?;
+            let w = a.req("w", qparams_of)?;
+            let residual = a.or("residual", ctx.input_types.len() == 6, bool_of)?;
+            Op::DynamicQuantizedConv {
+                conv,
+                w,
+                residual,
+                activation: a.opt("activation", activation_of)?,
+            }
+        }
+        "DynamicQuantizedMatMul" => {
+            let b = a.req("b", qparams_of)?;
+            Op::DynamicQuantizedMatMul {
+                b,
+                activation: a.opt("activation", activation_of)?,
+            }
+        }
         "FusedGemm" => {
             let gemm = gemm_attrs(&mut a)?;
             Op::FusedGemm {

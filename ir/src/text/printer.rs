@@ -382,6 +382,31 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
             );
             a
         }
+        Op::DynamicQuantizedConv {
+            conv,
+            w,
+            residual,
+            activation,
+        } => {
+            let mut a = conv_attrs(conv);
+            a.push(("w", qparams(w)));
+            a.push(("residual", s(residual)));
+            a.extend(
+                activation
+                    .as_ref()
+                    .map(|act| ("activation", fused_activation(act))),
+            );
+            a
+        }
+        Op::DynamicQuantizedMatMul { b, activation } => {
+            let mut a = vec![("b", qparams(b))];
+            a.extend(
+                activation
+                    .as_ref()
+                    .map(|act| ("activation", fused_activation(act))),
+            );
+            a
+        }
         Op::FusedGemm { gemm, activation } => {
             let mut a = gemm_attrs(gemm);
             a.extend(

@@ -598,6 +598,38 @@ fn every_op_graph() -> Graph {
         vec![mm],
         &["dql_y", "dql_scale", "dql_zp"],
     );
+    let dql_x = node(
+        &mut g,
+        "dql_x",
+        Op::DynamicQuantizeLinear,
+        vec![x],
+        &["dql_x_y", "dql_x_scale", "dql_x_zp"],
+    );
+    let dyn_conv = Op::DynamicQuantizedConv {
+        conv: conv(&[3, 3], Padding::Explicit(vec![1, 1, 1, 1])),
+        w: QParams::per_channel(DType::I8, 0, vec![0.5, 0.25, 1.0, 2.0], vec![0; 4]).unwrap(),
+        residual: false,
+        activation: Some(Activation::Relu),
+    };
+    let mut dyn_inputs = dql_x.clone();
+    dyn_inputs.extend([wq, b]);
+    node(&mut g, "dconv", dyn_conv, dyn_inputs, &["dconv"]);
+    let act_f32 = k(&mut g, "act_f32", f32s(&[2, 3], 5));
+    let dql_a = node(
+        &mut g,
+        "dql_a",
+        Op::DynamicQuantizeLinear,
+        vec![act_f32],
+        &["dql_a_y", "dql_a_scale", "dql_a_zp"],
+    );
+    let dyn_bias = k(&mut g, "dyn_bias", f32s(&[2], 6));
+    let dyn_mm = Op::DynamicQuantizedMatMul {
+        b: QParams::per_tensor(DType::I8, 0.125, 0).unwrap(),
+        activation: None,
+    };
+    let mut dyn_inputs = dql_a.clone();
+    dyn_inputs.extend([qb, dyn_bias]);
+    node(&mut g, "dmm", dyn_mm, dyn_inputs, &["dmm"]);
     let fused_relu6 = Op::FusedConv {
         conv: conv(&[3, 3], Padding::Explicit(vec![1, 1, 1, 1])),
         residual: true,
@@ -691,9 +723,11 @@ fn variant_index(op: &Op) -> usize {
         Op::QuantizedMatMul { .. } => 39,
         Op::QuantizedAdd { .. } => 40,
         Op::QuantizedGlobalAveragePool { .. } => 41,
+        Op::DynamicQuantizedConv { .. } => 42,
+        Op::DynamicQuantizedMatMul { .. } => 43,
     }
 }
-const OP_VARIANTS: usize = 42;
+const OP_VARIANTS: usize = 44;
 
 #[test]
 fn every_op_round_trips() {

@@ -134,6 +134,46 @@ fn graph_err(source: GraphError) -> PassError {
     }
 }
 
+/// The `--exclude` patterns and how many nodes each matched: a pattern that matches no node
+/// is a user's typo, reported rather than ignored.
+pub(crate) struct Exclusions<'a> {
+    patterns: &'a [String],
+    hits: Vec<usize>,
+}
+
+impl<'a> Exclusions<'a> {
+    pub(crate) fn new(patterns: &'a [String]) -> Exclusions<'a> {
+        Exclusions {
+            patterns,
+            hits: vec![0; patterns.len()],
+        }
+    }
+
+    /// Whether some pattern matches the node `name` (counting every match).
+    pub(crate) fn excludes(&mut self, name: &str) -> bool {
+        let mut excluded = false;
+        for (hits, p) in self.hits.iter_mut().zip(self.patterns) {
+            if pattern_matches(p, name) {
+                *hits += 1;
+                excluded = true;
+            }
+        }
+        excluded
+    }
+
+    /// An error naming the first pattern that matched nothing.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match self.hits.iter().position(|&h| h == 0) {
+            Some(i) => Err(format!(
+                "--exclude '{}' matches no node (patterns match node names as `qcc inspect \
+                 --after-passes` lists them; `*` matches any run of characters)",
+                self.patterns[i]
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// `*` matches any run of characters; everything else matches itself.
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -311,17 +351,11 @@ fn plan(graph: &Graph, options: &QuantizeOptions) -> Result<Plan, PassError> {
     let outputs: HashSet<ValueId> = graph.outputs().iter().copied().collect();
     let mut summary = InsertSummary::default();
 
-    let mut hits = vec![0usize; options.exclude.len()];
+    let mut exclusions = Exclusions::new(&options.exclude);
     let mut roles = HashMap::new();
     for &id in &order {
         let node = graph.node(id);
-        let mut excluded = false;
-        for (i, p) in options.exclude.iter().enumerate() {
-            if pattern_matches(p, &node.name) {
-                hits[i] += 1;
-                excluded = true;
-            }
-        }
+        let excluded = exclusions.excludes(&node.name);
         match role_of(graph, id, profile.quantized_ops) {
             Ok(_) if excluded => summary.excluded.push(node.name.clone()),
             Ok(role) => {
@@ -333,13 +367,7 @@ fn plan(graph: &Graph, options: &QuantizeOptions) -> Result<Plan, PassError> {
             Err(_) => {}
         }
     }
-    if let Some(i) = hits.iter().position(|&h| h == 0) {
-        return Err(pass_err(format!(
-            "--exclude '{}' matches no node (patterns match node names as `qcc inspect \
-             --after-passes` lists them; `*` matches any run of characters)",
-            options.exclude[i]
-        )));
-    }
+    exclusions.check().map_err(pass_err)?;
 
     let single_reader = |v: ValueId| -> Option<NodeId> {
         let readers = graph.consumers(v);
@@ -621,7 +649,7 @@ const MIN_RELATIVE_WEIGHT_SCALE: f32 = 1.0 / (1 << 20) as f32;
 /// Raises tiny per-channel weight scales so that every channel's requantization is
 /// representable and its bias `b / (s_x·s_w)` fits in i32 with room (2^30), as onnxruntime
 /// adjusts weight scales for int32 biases. Zero points are kept.
-fn floor_weight_scales(
+pub(crate) fn floor_weight_scales(
     pw: &QParams,
     px: Option<&QParams>,
     bias: Option<&Tensor>,
@@ -652,6 +680,29 @@ fn floor_weight_scales(
     }
     QParams::new(pw.dtype(), pw.axis(), scales, pw.zero_points().to_vec())
         .map_err(|e| pass_err(format!("adjusting weight scales: {e}")))
+}
+
+/// An f32 bias as int32 at the bias parameters `pb` (per channel along axis 0, or per
+/// tensor), as onnxruntime quantizes a bias: `round_half_even(b / (s_x·s_w))` with the scale
+/// an f32 product, saturated to i32 (NaN to 0).
+pub(crate) fn quantize_bias(tensor: &Tensor, pb: &QParams) -> Result<Tensor, String> {
+    let values = tensor.as_f32().map_err(|e| e.to_string())?;
+    let quantized: Vec<i32> = values
+        .iter()
+        .enumerate()
+        .map(|(c, &v)| {
+            let (scale, _) = pb.channel(if pb.is_per_tensor() { 0 } else { c });
+            let q = (v / scale).round_ties_even();
+            if q.is_nan() {
+                0
+            } else {
+                q.clamp(i32::MIN as f32, i32::MAX as f32) as i32
+            }
+        })
+        .collect();
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(values.shape()), quantized)
+        .map(Tensor::I32)
+        .map_err(|e| e.to_string())
 }
 
 /// `Q(x) → DQ`: returns the DQ value. With `takes_name`, the DQ output is called `name`
@@ -775,27 +826,7 @@ fn quantized_bias(
     let tensor = graph
         .constant(b)
         .ok_or_else(|| pass_err(format!("bias '{name}' is not a constant")))?;
-    let values = tensor
-        .as_f32()
-        .map_err(|e| pass_err(format!("bias '{name}': {e}")))?;
-    // As onnxruntime quantizes a bias: `round_half_even(b / (s_x·s_w))` with the scale an f32
-    // product, saturated to i32.
-    let quantized: Vec<i32> = values
-        .iter()
-        .enumerate()
-        .map(|(c, &v)| {
-            let (scale, _) = pb.channel(if pb.is_per_tensor() { 0 } else { c });
-            let q = (v / scale).round_ties_even();
-            if q.is_nan() {
-                0
-            } else {
-                q.clamp(i32::MIN as f32, i32::MAX as f32) as i32
-            }
-        })
-        .collect();
-    let q = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(values.shape()), quantized)
-        .map(Tensor::I32)
-        .map_err(|e| pass_err(format!("bias '{name}': {e}")))?;
+    let q = quantize_bias(tensor, &pb).map_err(|e| pass_err(format!("bias '{name}': {e}")))?;
     let const_name = r.new.fresh_name(&format!("{name}.quantized"));
     let c = r.new.add_constant(const_name, q).map_err(graph_err)?;
     let dq_name = r.new.fresh_name(&format!("{name}.dequantized"));

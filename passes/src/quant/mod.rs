@@ -54,6 +54,8 @@
 //! re-binned when the range grows, or two histograms merged, hold exactly the counts of a
 //! histogram built from all the values at once: merging calibration runs is exact.
 
+pub mod bias;
+pub mod dynamic;
 pub mod expand;
 pub mod insert;
 pub mod params;
@@ -61,6 +63,8 @@ pub mod profile;
 pub mod range;
 pub mod stats;
 
+pub use bias::QuantizeFloatBias;
+pub use dynamic::{quantize_dynamic, DynamicOptions, QuantizeDynamic};
 pub use expand::{is_prequantized, ExpandQLinear, FoldDequantizedWeights};
 pub use insert::{insert_qdq, InsertQdq, InsertSummary, QuantizeOptions};
 pub use params::{
@@ -72,6 +76,25 @@ pub use profile::{
 };
 pub use range::{choose_range, ClipRange, RangeMethod, RangeMethods};
 pub use stats::{CalibrationStats, ChannelRanges, Histogram, TensorStats};
+
+/// How an int8 build quantizes.
+#[derive(Clone, Debug)]
+pub enum Quantization {
+    /// Calibrated Q/DQ placement: the `quantize` pass before fusion, realized by it.
+    Static(QuantizeOptions),
+    /// Activation ranges measured at run time: the `quantize-dynamic` pass after fusion.
+    Dynamic(DynamicOptions),
+}
+
+impl Quantization {
+    /// The hardware profile either mode follows.
+    pub fn profile(&self) -> &Profile {
+        match self {
+            Quantization::Static(q) => &q.profile,
+            Quantization::Dynamic(d) => &d.profile,
+        }
+    }
+}
 
 use qcc_ir::quant::QParamsError;
 use qcc_ir::requant::FixedPointError;

@@ -19,8 +19,8 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::FunctionBuilder;
 
-use super::microkernel::{shuffle_mask, QMicroKernel, QPanelOperands, K_GROUP};
-use super::requant::RECORD_BYTES;
+use super::dynamic_epilogue::{FloatOperands, FloatStage};
+use super::microkernel::{shuffle_mask, BlockEpilogue, QMicroKernel, QPanelOperands, K_GROUP};
 use super::residual::EXTRA_RECORD_BYTES;
 use super::rowsum::emit_panel_sums;
 use crate::lower::conv::{panel_pixels, walk_panels};
@@ -33,12 +33,21 @@ use crate::lower::node::ConvGeometry;
 /// (`super::residual`) is there when the kernel has weight zero points or a residual, `r`
 /// (the residual, the output's shape) with a residual. `scratch` holds one packed panel and,
 /// with weight zero points, its `NR` pixel sums ([`QConvKernel::scratch_bytes`]).
+///
+/// With the float epilogue (dynamic quantization, `super::dynamic_epilogue`) the input's
+/// quantization is read at run time and the output and residual are f32:
+/// `void k(const uint8_t *x, const float *x_scale, const uint8_t *x_zero_point,
+/// const int8_t *w_packed, const float_records *records, [const float *r,] float *y,
+/// uint8_t *scratch)`; padding taps read the byte at `x_zero_point`.
 #[derive(Clone, Debug)]
 pub struct QConvKernel {
     pub(crate) spec: KernelSpec,
     geometry: ConvGeometry,
     micro: QMicroKernel,
-    input_zero_point: u8,
+    /// `None`: read at run time (the float epilogue).
+    input_zero_point: Option<u8>,
+    /// Bytes of each float record array (the float epilogue).
+    float_array_bytes: i64,
 }
 
 /// Per-image, per-group pointers.
@@ -53,11 +62,13 @@ struct GroupPointers {
     scratch: Value,
     /// The address of a byte holding the input zero point, read for padding taps.
     pad: Value,
-    /// This group's epilogue records, residual bytes (at the group's first output byte)
+    /// This group's epilogue records, residual (at the group's first output element)
     /// and the panel's pixel sums, when the kernel has them.
     extras: Option<Value>,
     residual: Option<Value>,
     sums: Option<Value>,
+    /// The run-time input quantization of the float epilogue.
+    float: Option<FloatOperands>,
 }
 
 /// `C_in/g` rounded up to whole dot-product groups.
@@ -71,7 +82,8 @@ pub fn packed_reduction(geometry: &ConvGeometry) -> usize {
 }
 
 impl QConvKernel {
-    /// `geometry` must already be the walk geometry (`ConvGeometry::walked`).
+    /// `geometry` must already be the walk geometry (`ConvGeometry::walked`). A static
+    /// (requantizing) kernel bakes `input_zero_point`.
     pub(crate) fn new(
         spec: KernelSpec,
         geometry: ConvGeometry,
@@ -82,7 +94,25 @@ impl QConvKernel {
             spec,
             geometry,
             micro,
-            input_zero_point,
+            input_zero_point: Some(input_zero_point),
+            float_array_bytes: 0,
+        }
+    }
+
+    /// A kernel with the float epilogue: the input zero point is read at run time,
+    /// `float_array_bytes` is the length of each record array (`float_records`).
+    pub(crate) fn new_float(
+        spec: KernelSpec,
+        geometry: ConvGeometry,
+        micro: QMicroKernel,
+        float_array_bytes: usize,
+    ) -> QConvKernel {
+        QConvKernel {
+            spec,
+            geometry,
+            micro,
+            input_zero_point: None,
+            float_array_bytes: float_array_bytes as i64,
         }
     }
 
@@ -102,9 +132,20 @@ impl QConvKernel {
         packed_reduction(&self.geometry) * self.micro.nr() as usize
     }
 
-    /// Parameters of the kernel: `x, w_packed, requant, [extras], [r], y, scratch`.
+    /// Parameters of the kernel: `x, w_packed, requant, [extras], [r], y, scratch`, or
+    /// `x, x_scale, x_zero_point, w_packed, records, [r], y, scratch` (float epilogue).
     pub(crate) fn param_count(&self) -> usize {
+        if let Some(stage) = self.float_stage() {
+            return 7 + stage.residual as usize;
+        }
         5 + self.micro.extras.any() as usize + self.micro.extras.residual.is_some() as usize
+    }
+
+    fn float_stage(&self) -> Option<FloatStage> {
+        match self.micro.output {
+            BlockEpilogue::Float(stage) => Some(stage),
+            BlockEpilogue::Requantize(_) => None,
+        }
     }
 
     pub fn micro_kernel(&self) -> &QMicroKernel {
@@ -243,9 +284,10 @@ impl QConvKernel {
         channels: usize,
     ) {
         let nr = self.micro.nr() as usize;
-        let pad_value = b
-            .ins()
-            .iconst(types::I8, i64::from(self.input_zero_point as i8));
+        let pad_value = match self.input_zero_point {
+            Some(zero_point) => b.ins().iconst(types::I8, i64::from(zero_point as i8)),
+            None => b.ins().load(types::I8, flags(), group.pad, 0),
+        };
         for ci in 0..K_GROUP {
             let channel = (ci < channels).then(|| b.ins().iadd_imm_s(src, ci as i64 * plane));
             for j in 0..nr {
@@ -322,19 +364,22 @@ impl QConvKernel {
             emit_panel_sums(&self.micro, b, pointer, group.scratch, groups, sums);
         }
         let cout_g = g.out_channels / g.group;
+        let element = self.micro.output.element_bytes() as i64;
+        let first_element = b.ins().imul_imm_s(first_pixel, element);
         let operands = QPanelOperands {
             a: group.w,
             lda: zero,
             b: group.scratch,
             groups: packed_reduction(g) / K_GROUP,
             m: b.ins().iconst(pointer, cout_g as i64),
-            c: b.ins().iadd(group.y, first_pixel),
-            ldc: b.ins().iconst(pointer, self.out_plane() as i64),
+            c: b.ins().iadd(group.y, first_element),
+            ldc: b.ins().iconst(pointer, self.out_plane() as i64 * element),
             records: group.records,
             columns: (valid < nr).then(|| b.ins().iconst(pointer, valid as i64)),
             extras: group.extras,
             sums: group.sums,
-            residual: group.residual.map(|r| b.ins().iadd(r, first_pixel)),
+            residual: group.residual.map(|r| b.ins().iadd(r, first_element)),
+            float: group.float,
         };
         self.micro.emit_rows(b, context, &operands);
         next
@@ -373,14 +418,27 @@ impl Kernel for QConvKernel {
         if params.len() != self.param_count() {
             return Err(crate::lower::kernel::arity_error(&self.spec, params));
         }
-        let (x, w, records) = (params[0], params[1], params[2]);
         let (y, scratch) = (params[params.len() - 2], params[params.len() - 1]);
-        let extras = self.micro.extras.any().then(|| params[3]);
-        let residual = self
-            .micro
-            .extras
-            .residual
-            .map(|_| params[3 + extras.is_some() as usize]);
+        let (x, w, records, extras, residual, float) = match self.float_stage() {
+            Some(stage) => {
+                let float = FloatOperands {
+                    scale: params[1],
+                    zero_point: params[2],
+                    array_bytes: self.float_array_bytes,
+                };
+                let residual = stage.residual.then(|| params[5]);
+                (params[0], params[3], params[4], None, residual, Some(float))
+            }
+            None => {
+                let extras = self.micro.extras.any().then(|| params[3]);
+                let residual = self
+                    .micro
+                    .extras
+                    .residual
+                    .map(|_| params[3 + extras.is_some() as usize]);
+                (params[0], params[1], params[2], extras, residual, None)
+            }
+        };
         let sums = self
             .micro
             .extras
@@ -392,12 +450,28 @@ impl Kernel for QConvKernel {
         let (cin_g, cout_g) = (g.in_channels / g.group, g.out_channels / g.group);
         let in_plane = (g.in_h * g.in_w) as i64;
         let out_plane = self.out_plane();
-        let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 1, 0));
-        let pad = b.ins().stack_addr(pointer, slot, 0);
-        let pad_value = b
-            .ins()
-            .iconst(types::I8, i64::from(self.input_zero_point as i8));
-        b.ins().store(flags(), pad_value, pad, 0);
+        // Padding taps read the zero point through `pad`: the run-time input's byte itself,
+        // or a stack byte holding the baked one.
+        let pad = match (self.input_zero_point, float) {
+            (Some(zero_point), _) => {
+                let slot = b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    1,
+                    0,
+                ));
+                let pad = b.ins().stack_addr(pointer, slot, 0);
+                let pad_value = b.ins().iconst(types::I8, i64::from(zero_point as i8));
+                b.ins().store(flags(), pad_value, pad, 0);
+                pad
+            }
+            (None, Some(float)) => float.zero_point,
+            (None, None) => {
+                return Err(KernelError::Unsupported {
+                    kernel: self.spec.name.clone(),
+                    reason: "no input zero point, baked or at run time".into(),
+                })
+            }
+        };
         let x_end = b
             .ins()
             .iadd_imm_s(x, (g.batch * g.in_channels) as i64 * in_plane);
@@ -415,9 +489,11 @@ impl Kernel for QConvKernel {
                 let y_channel = b.ins().imul_imm_s(image, g.out_channels as i64);
                 let y_group = b.ins().imul_imm_s(group, cout_g as i64);
                 let y_channel = b.ins().iadd(y_channel, y_group);
-                let y_offset = b.ins().imul_imm_s(y_channel, out_plane as i64);
+                let element = self.micro.output.element_bytes() as i64;
+                let y_offset = b.ins().imul_imm_s(y_channel, out_plane as i64 * element);
                 let w_offset = b.ins().imul_imm_s(group, cout_g as i64 * k4);
-                let record_offset = b.ins().imul_imm_s(group, (cout_g * RECORD_BYTES) as i64);
+                let record_stride = self.micro.output.record_stride();
+                let record_offset = b.ins().imul_imm_s(group, (cout_g * record_stride) as i64);
                 let extras = extras.map(|extras| {
                     let offset = b
                         .ins()
@@ -435,6 +511,7 @@ impl Kernel for QConvKernel {
                     extras,
                     residual: residual.map(|r| b.ins().iadd(r, y_offset)),
                     sums,
+                    float,
                 };
                 walk_panels(b, pointer, out_plane, nr, |b, p0, start, width| {
                     self.panel(b, context, &pointers, p0, start, width)

@@ -461,6 +461,7 @@ fn inner_loop_is_dot_products_with_or_without_shuffles() {
             let (wanted, count) = match dot {
                 DotProduct::Vnni => ("vpdpbusd", per_block),
                 DotProduct::Widening => ("pmaddwd", 2 * per_block),
+                DotProduct::Usdot => unreachable!("x86 targets only in this test"),
             };
             assert!(
                 code.matches(wanted).count() >= count,

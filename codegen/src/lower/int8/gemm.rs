@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use qcc_ir::requant::FixedPoint;
 
+use super::dynamic_epilogue::FloatOperands;
 use super::microkernel::{QMicroKernel, QPanelOperands, RowOperand, K_GROUP};
-use super::requant::{requant_records, OutputQuant, OutputStage, RECORD_BYTES};
+use super::requant::{requant_records, OutputQuant, OutputStage};
 use super::residual::{
     epilogue_records, nonzero_weight_zero_points, weight_zero_point_bias, Extras,
     EXTRA_RECORD_BYTES,
@@ -41,18 +42,42 @@ use crate::target::{Arch, Target};
 /// size_t m, size_t lda, size_t ldc)`: row `i` of A at `a + i·lda`, of Y at `y + i·ldc`
 /// (bytes); `k` and `n` are baked in with the weights. With weight zero points:
 /// `(a, w_packed, requant, const extra_record *extras, y, int32_t *scratch, m, lda, ldc)`,
-/// scratch holding the `m` row sums.
+/// scratch holding the `m` row sums. With the float epilogue (dynamic quantization,
+/// `super::dynamic_epilogue`): `(a, const float *a_scale, const uint8_t *a_zero_point,
+/// w_packed, const float_records *records, float *y, m, lda, ldc)`.
 #[derive(Clone, Debug)]
 pub struct QGemmKernel {
     pub(crate) spec: KernelSpec,
     micro: QMicroKernel,
     k: usize,
     n: usize,
+    /// Bytes of each float record array (the float epilogue).
+    float_array_bytes: i64,
 }
 
 impl QGemmKernel {
     pub(crate) fn new(spec: KernelSpec, micro: QMicroKernel, k: usize, n: usize) -> QGemmKernel {
-        QGemmKernel { spec, micro, k, n }
+        QGemmKernel {
+            spec,
+            micro,
+            k,
+            n,
+            float_array_bytes: 0,
+        }
+    }
+
+    /// A kernel with the float epilogue, `float_array_bytes` the length of each record array.
+    pub(crate) fn new_float(
+        spec: KernelSpec,
+        micro: QMicroKernel,
+        k: usize,
+        n: usize,
+        float_array_bytes: usize,
+    ) -> QGemmKernel {
+        QGemmKernel {
+            float_array_bytes: float_array_bytes as i64,
+            ..QGemmKernel::new(spec, micro, k, n)
+        }
     }
 
     pub fn micro_kernel(&self) -> &QMicroKernel {
@@ -66,6 +91,7 @@ impl QGemmKernel {
         b: &mut FunctionBuilder,
         params: [Value; 7],
         zero_point_terms: Option<(Value, Value)>,
+        float: Option<FloatOperands>,
         column: Value,
         columns: Option<Value>,
     ) -> QPanelOperands {
@@ -77,20 +103,24 @@ impl QGemmKernel {
         // Panel p = column / NR starts at p·KG·4·NR = column·KG·4 bytes.
         let kg = self.k.div_ceil(K_GROUP) as i64;
         let panel_offset = b.ins().imul_imm_s(column, kg * K_GROUP as i64);
-        let record_offset = b.ins().imul_imm_s(column, RECORD_BYTES as i64);
+        let record_stride = self.micro.output.record_stride() as i64;
+        let record_offset = b.ins().imul_imm_s(column, record_stride);
+        let element = self.micro.output.element_bytes() as i64;
+        let c_offset = b.ins().imul_imm_s(column, element);
         QPanelOperands {
             a,
             lda,
             b: b.ins().iadd(w, panel_offset),
             groups: self.k / K_GROUP,
             m,
-            c: b.ins().iadd(y, column),
+            c: b.ins().iadd(y, c_offset),
             ldc,
             records: b.ins().iadd(records, record_offset),
             columns,
             extras,
             sums: zero_point_terms.map(|(_, sums)| sums),
             residual: None,
+            float,
         }
     }
 }
@@ -107,7 +137,18 @@ impl Kernel for QGemmKernel {
         params: &[Value],
     ) -> Result<(), KernelError> {
         let arity = || crate::lower::kernel::arity_error(&self.spec, params);
-        let (params, zero_point_terms): ([Value; 7], _) = if self.micro.extras.weight_zero_points {
+        let mut float = None;
+        let (params, zero_point_terms): ([Value; 7], _) = if self.micro.output.run_time_input() {
+            let &[a, scale, zero_point, w, records, y, m, lda, ldc] = params else {
+                return Err(arity());
+            };
+            float = Some(FloatOperands {
+                scale,
+                zero_point,
+                array_bytes: self.float_array_bytes,
+            });
+            ([a, w, records, y, m, lda, ldc], None)
+        } else if self.micro.extras.weight_zero_points {
             let &[a, w, records, extras, y, scratch, m, lda, ldc] = params else {
                 return Err(arity());
             };
@@ -124,14 +165,14 @@ impl Kernel for QGemmKernel {
         let zero = b.ins().iconst(pointer, 0);
         let full_end = b.ins().iconst(pointer, (self.n / nr * nr) as i64);
         counted_loop(b, pointer, zero, full_end, nr as i64, |b, column| {
-            let operands = self.panel(b, params, zero_point_terms, column, None);
+            let operands = self.panel(b, params, zero_point_terms, float, column, None);
             self.micro.emit_rows(b, context, &operands);
         });
         let edge = self.n % nr;
         if edge > 0 {
             let column = b.ins().iconst(pointer, (self.n - edge) as i64);
             let columns = b.ins().iconst(pointer, edge as i64);
-            let operands = self.panel(b, params, zero_point_terms, column, Some(columns));
+            let operands = self.panel(b, params, zero_point_terms, float, column, Some(columns));
             self.micro.emit_rows(b, context, &operands);
         }
         b.ins().return_(&[]);

@@ -310,6 +310,36 @@ fn x86_64_int8_conv_and_gemm_inner_loops_use_vpdpbusd() {
     }
 }
 
+/// aarch64 with i8mm: the same count of `usdot` (the tree with its unsigned operand first).
+#[test]
+fn aarch64_i8mm_conv_and_gemm_inner_loops_use_usdot() {
+    let target = Target::parse("aarch64-int8+i8mm").expect("target parses");
+    let choice = Int8Choice::for_target(&target);
+    assert_eq!(choice.dot, DotProduct::Usdot);
+    let per_loop = (choice.tile.rows * choice.tile.cols / LANES * choice.k_unroll) as usize;
+    let conv = conv_3x3_64(1, 8);
+    let requant = [FixedPoint::from_real(0.001).expect("in range")];
+    let w = vec![1i8; 256 * 256];
+    let lowerings = [
+        (
+            "conv",
+            lower_qconv(&target, &conv.params()).expect("lowers"),
+        ),
+        (
+            "gemm",
+            lower_qgemm(&target, &gemm_params(&w, &requant, 256, 256)).expect("lowers"),
+        ),
+    ];
+    for (what, lowering) in &lowerings {
+        let code = disassemble(&target, lowering);
+        let count = code.matches("usdot").count();
+        assert!(
+            count >= per_loop,
+            "{what}: {count} usdot, expected at least {per_loop}:\n{code}"
+        );
+    }
+}
+
 #[test]
 fn fallback_without_vnni_widens_to_i32_without_pmaddubsw() {
     let target = no_vnni();

@@ -1,5 +1,7 @@
 //! The int8 register block: `MR × NR` i32 accumulators of u8 × s8 dot products of four, then
-//! the fixed-point requantization epilogue and the u8/i8 store.
+//! the epilogue ([`BlockEpilogue`]): the fixed-point requantization and the u8/i8 store
+//! (static int8), or the float scaling and the f32 store (dynamic quantization,
+//! `super::dynamic_epilogue`). The dot-product loop is the same for both.
 //!
 //! One lane of an i32x4 accumulator sums the products of four consecutive `k` values: both
 //! operands hold, per lane, four bytes of four consecutive `k` (the dot-product layout). Rows
@@ -25,6 +27,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
+use super::dynamic_epilogue::{FloatOperands, FloatStage};
 use super::requant::{OutputStage, RECORD_BYTES};
 use super::residual::{Extras, EXTRA_RECORD_BYTES};
 use crate::lower::kernel::{counted_loop, flags, KernelContext, Tile};
@@ -43,6 +46,9 @@ const MAX_VECTOR_REGISTERS: u32 = 16;
 pub enum DotProduct {
     /// The widening tree that folds into `vpdpbusd` on AVX-512 VNNI / AVX-VNNI.
     Vnni,
+    /// The same tree with the unsigned operand first, which Cranelift folds into aarch64's
+    /// `usdot` (Armv8.6 i8mm); elsewhere it computes the same sums without the fold.
+    Usdot,
     /// Sign/zero extension to i16, `pmaddwd`-style pair products, i32 pair sums.
     Widening,
 }
@@ -51,6 +57,7 @@ impl DotProduct {
     pub fn name(self) -> &'static str {
         match self {
             DotProduct::Vnni => "dp4",
+            DotProduct::Usdot => "usdot",
             DotProduct::Widening => "wmadd",
         }
     }
@@ -60,7 +67,7 @@ impl DotProduct {
     /// widening form keeps both i16 halves of each operand live.
     pub fn default_tile(self) -> Tile {
         match self {
-            DotProduct::Vnni => Tile { rows: 4, cols: 12 },
+            DotProduct::Vnni | DotProduct::Usdot => Tile { rows: 4, cols: 12 },
             DotProduct::Widening => Tile { rows: 3, cols: 8 },
         }
     }
@@ -69,9 +76,55 @@ impl DotProduct {
     fn registers(self, tile: Tile) -> u32 {
         let vectors = tile.cols / LANES;
         match self {
-            DotProduct::Vnni => tile.rows * vectors + vectors + 1,
+            DotProduct::Vnni | DotProduct::Usdot => tile.rows * vectors + vectors + 1,
             DotProduct::Widening => tile.rows * vectors + 2 * vectors + 2,
         }
+    }
+}
+
+/// What the block does with its i32 accumulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockEpilogue {
+    /// Fixed-point requantization to u8 or i8 (`super::requant`): static int8.
+    Requantize(OutputStage),
+    /// Scaling to f32 with the run-time input scale (`super::dynamic_epilogue`): dynamic
+    /// quantization.
+    Float(FloatStage),
+}
+
+impl From<OutputStage> for BlockEpilogue {
+    fn from(stage: OutputStage) -> BlockEpilogue {
+        BlockEpilogue::Requantize(stage)
+    }
+}
+
+impl BlockEpilogue {
+    pub fn name(&self) -> String {
+        match self {
+            BlockEpilogue::Requantize(stage) => stage.name(),
+            BlockEpilogue::Float(stage) => stage.name(),
+        }
+    }
+
+    /// Bytes of one output element.
+    pub fn element_bytes(&self) -> usize {
+        match self {
+            BlockEpilogue::Requantize(_) => 1,
+            BlockEpilogue::Float(_) => 4,
+        }
+    }
+
+    /// Bytes from one output channel's (or column's) record to the next.
+    pub fn record_stride(&self) -> usize {
+        match self {
+            BlockEpilogue::Requantize(_) => RECORD_BYTES,
+            BlockEpilogue::Float(_) => FloatStage::RECORD_STRIDE,
+        }
+    }
+
+    /// Whether the input's scale and zero point are read at run time (kernel parameters).
+    pub fn run_time_input(&self) -> bool {
+        matches!(self, BlockEpilogue::Float(_))
     }
 }
 
@@ -92,7 +145,7 @@ pub struct QMicroKernel {
     pub tile: Tile,
     pub dot: DotProduct,
     pub rows: RowOperand,
-    pub output: OutputStage,
+    pub output: BlockEpilogue,
     pub k_unroll: u32,
     /// Weight-zero-point and residual terms of the epilogue (`super::residual`).
     pub extras: Extras,
@@ -124,9 +177,11 @@ pub(crate) struct QPanelOperands {
     /// The input sums of the weight-zero-point correction: `NR` i32 of the panel's columns
     /// (per row) or one i32 per row, row 0 first (per column).
     pub sums: Option<Value>,
-    /// The residual bytes of row 0 at the panel's first column, row `i` at
-    /// `residual + i·ldc` (per row only).
+    /// The residual of row 0 at the panel's first column, row `i` at `residual + i·ldc`
+    /// (per row only): bytes, or f32 with the float epilogue.
     pub residual: Option<Value>,
+    /// The run-time input quantization and record layout of the float epilogue.
+    pub float: Option<FloatOperands>,
 }
 
 /// An operand ready for [`QMicroKernel::dot`]: the raw bytes for the tree, the two i16
@@ -160,9 +215,10 @@ impl QMicroKernel {
         tile: Tile,
         dot: DotProduct,
         rows: RowOperand,
-        output: OutputStage,
+        output: impl Into<BlockEpilogue>,
         k_unroll: u32,
     ) -> Result<QMicroKernel, String> {
+        let output = output.into();
         if tile.rows == 0 || tile.cols == 0 || !tile.cols.is_multiple_of(LANES) || tile.cols > 16 {
             return Err(format!(
                 "tile {}x{} is not rows x (4, 8, 12 or 16)",
@@ -198,7 +254,11 @@ impl QMicroKernel {
     }
 
     /// The same block with epilogue terms. A residual needs per-row (weight panel) rows.
+    /// The float epilogue takes none (its weights are symmetric; its residual is its own).
     pub fn with_extras(self, extras: Extras) -> Result<QMicroKernel, String> {
+        if extras.any() && self.output.run_time_input() {
+            return Err("the float epilogue takes no weight zero points or 8-bit residual".into());
+        }
         if extras.residual.is_some() && self.rows != RowOperand::WeightPanels {
             return Err("a residual input needs the convolution's per-row epilogue".into());
         }
@@ -223,7 +283,7 @@ impl QMicroKernel {
         self.tile.cols
     }
 
-    fn vectors(&self) -> usize {
+    pub(super) fn vectors(&self) -> usize {
         (self.tile.cols / LANES) as usize
     }
 
@@ -327,10 +387,16 @@ impl QMicroKernel {
             let sum = b.use_var(var);
             b.ins().store(flags(), sum, tile, (i * 16) as i32);
         }
-        match self.rows {
-            RowOperand::WeightPanels => self.store_per_row(b, context, ops, row, rows, tile),
-            RowOperand::ActivationRows { .. } => {
-                self.store_per_column(b, context, ops, row, rows, tile)
+        match (self.output, self.rows) {
+            (BlockEpilogue::Requantize(stage), RowOperand::WeightPanels) => {
+                self.store_per_row(&stage, b, context, ops, row, rows, tile)
+            }
+            (BlockEpilogue::Requantize(stage), RowOperand::ActivationRows { .. }) => {
+                self.store_per_column(&stage, b, context, ops, row, rows, tile)
+            }
+            (BlockEpilogue::Float(stage), orientation) => {
+                let per_row = orientation == RowOperand::WeightPanels;
+                stage.store(self, b, context, ops, (row, rows), tile, per_row)
             }
         }
     }
@@ -451,7 +517,7 @@ impl QMicroKernel {
 
     pub(super) fn prepare(&self, b: &mut FunctionBuilder, bytes: Value, signed: bool) -> Prepared {
         match self.dot {
-            DotProduct::Vnni => Prepared::Bytes(bytes),
+            DotProduct::Vnni | DotProduct::Usdot => Prepared::Bytes(bytes),
             DotProduct::Widening if signed => {
                 Prepared::Halves(b.ins().swiden_low(bytes), b.ins().swiden_high(bytes))
             }
@@ -476,12 +542,21 @@ impl QMicroKernel {
     ) -> Value {
         let products = match (s, u) {
             (Prepared::Bytes(s), Prepared::Bytes(u)) => {
+                // vpdpbusd wants the signed operand first, usdot the unsigned one.
+                let unsigned_first = self.dot == DotProduct::Usdot;
+                let product = |b: &mut FunctionBuilder, s: Value, u: Value| {
+                    if unsigned_first {
+                        b.ins().imul(u, s)
+                    } else {
+                        b.ins().imul(s, u)
+                    }
+                };
                 let s_low = b.ins().swiden_low(s);
                 let u_low = b.ins().uwiden_low(u);
-                let low = b.ins().imul(s_low, u_low);
+                let low = product(b, s_low, u_low);
                 let s_high = b.ins().swiden_high(s);
                 let u_high = b.ins().uwiden_high(u);
-                let high = b.ins().imul(s_high, u_high);
+                let high = product(b, s_high, u_high);
                 let low_pairs = Self::pair_sums_i16(b, low);
                 let high_pairs = Self::pair_sums_i16(b, high);
                 b.ins().iadd_pairwise(low_pairs, high_pairs)
@@ -515,8 +590,10 @@ impl QMicroKernel {
 
     /// Per-row requantization on vectors of the tile on the stack, then the byte store
     /// (through a stack buffer for a narrower edge panel).
+    #[allow(clippy::too_many_arguments)]
     fn store_per_row(
         &self,
+        output: &OutputStage,
         b: &mut FunctionBuilder,
         context: &KernelContext,
         ops: &QPanelOperands,
@@ -543,7 +620,7 @@ impl QMicroKernel {
             let index = b.ins().iadd_imm_s(row, r as i64);
             let record_offset = b.ins().imul_imm_s(index, RECORD_BYTES as i64);
             let record = b.ins().iadd(ops.records, record_offset);
-            let requant = self.output.load_row(b, record);
+            let requant = output.load_row(b, record);
             let c_offset = b.ins().imul(index, ops.ldc);
             let extras = match (self.extras.any(), ops.extras) {
                 (true, Some(extras)) => {
@@ -572,7 +649,7 @@ impl QMicroKernel {
                 .map(|v| {
                     let offset = ((r * vectors + v) * 16) as i32;
                     let sum = b.ins().load(types::I32X4, flags(), tile, offset);
-                    let mut x = self.output.add_bias(b, &requant, sum);
+                    let mut x = output.add_bias(b, &requant, sum);
                     if let Some(extras) = &extras {
                         if let Some(sums) = ops.sums {
                             let sums = b.ins().load(types::I32X4, flags(), sums, (16 * v) as i32);
@@ -582,14 +659,14 @@ impl QMicroKernel {
                             x = extras.add_residual(b, x, residual, (4 * v) as i32);
                         }
                     }
-                    self.output.requantize_vector(b, &requant, x)
+                    output.requantize_vector(b, &requant, x)
                 })
                 .collect();
             let c_row = b.ins().iadd(ops.c, c_offset);
             match edge {
-                None => self.store_bytes(b, &values, c_row),
+                None => Self::store_bytes(output.signed, b, &values, c_row),
                 Some((columns, buffer)) => {
-                    self.store_bytes(b, &values, buffer);
+                    Self::store_bytes(output.signed, b, &values, buffer);
                     let zero = b.ins().iconst(context.pointer, 0);
                     counted_loop(b, context.pointer, zero, columns, 1, |b, j| {
                         let source = b.ins().iadd(buffer, j);
@@ -604,13 +681,13 @@ impl QMicroKernel {
     }
 
     /// Clamped i32 vectors → bytes, stored at `target` (4 bytes per vector).
-    fn store_bytes(&self, b: &mut FunctionBuilder, values: &[Value], target: Value) {
+    fn store_bytes(signed: bool, b: &mut FunctionBuilder, values: &[Value], target: Value) {
         for (chunk_index, chunk) in values.chunks(4).enumerate() {
             let first = chunk[0];
             let at = |i: usize| chunk.get(i).copied().unwrap_or(first);
             let words_low = b.ins().snarrow(at(0), at(1));
             let words_high = b.ins().snarrow(at(2), at(3));
-            let bytes = if self.output.signed {
+            let bytes = if signed {
                 b.ins().snarrow(words_low, words_high)
             } else {
                 b.ins().unarrow(words_low, words_high)
@@ -630,8 +707,10 @@ impl QMicroKernel {
 
     /// Per-column requantization of the tile on the stack: every element with its column's
     /// record (scalar 64-bit arithmetic).
+    #[allow(clippy::too_many_arguments)]
     fn store_per_column(
         &self,
+        output: &OutputStage,
         b: &mut FunctionBuilder,
         context: &KernelContext,
         ops: &QPanelOperands,
@@ -673,7 +752,7 @@ impl QMicroKernel {
                 }
                 let record_offset = b.ins().imul_imm_s(j, RECORD_BYTES as i64);
                 let record = b.ins().iadd(ops.records, record_offset);
-                let value = self.output.requantize_scalar(b, record, sum);
+                let value = output.requantize_scalar(b, record, sum);
                 let target = b.ins().iadd(c_row, j);
                 b.ins().istore8(flags(), value, target, 0);
             });

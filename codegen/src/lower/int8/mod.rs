@@ -25,6 +25,10 @@
 //! read from node input 3 and added with i32 saturation. Their per-channel constants are a
 //! third byte blob ([`epilogue_records`]).
 //!
+//! Dynamic quantization ([`dynamic`]): the same kernels with the input's scale and zero
+//! point read at run time (the `zx·Σw` compensation moves from the bias into the epilogue)
+//! and a float epilogue writing f32; [`dynamic_quantize`] computes that scale and zero point.
+//!
 //! Depthwise convolutions have their own kernel ([`depthwise::lower_qdepthwise`]); the ones it
 //! does not take (a residual, weight zero points) run through [`lower_qconv`] as a grouped
 //! implicit GEMM, which says so in [`NodeLowering::fallback`].
@@ -33,6 +37,13 @@ pub mod add;
 pub mod bytes;
 mod conv;
 pub mod depthwise;
+pub mod dynamic;
+mod dynamic_epilogue;
+#[cfg(test)]
+mod dynamic_graph_tests;
+pub mod dynamic_quantize;
+#[cfg(test)]
+mod dynamic_tests;
 mod gemm;
 #[cfg(test)]
 mod gemm_tests;
@@ -52,8 +63,14 @@ use std::sync::Arc;
 use qcc_ir::requant::FixedPoint;
 
 pub use conv::{pack_qconv_weights, packed_reduction, padded_channels, QConvKernel};
+pub use dynamic::{
+    lower_dynamic_qconv, lower_dynamic_qconv_with, lower_dynamic_qgemm, lower_dynamic_qgemm_with,
+    DynamicConvParams, DynamicGemmParams,
+};
+pub use dynamic_epilogue::{float_records, FloatStage};
+pub use dynamic_quantize::lower_dynamic_quantize;
 pub use gemm::{lower_qgemm, lower_qgemm_with, pack_qgemm_weights, QGemmKernel, QGemmParams};
-pub use microkernel::{DotProduct, QMicroKernel, RowOperand, K_GROUP, LANES};
+pub use microkernel::{BlockEpilogue, DotProduct, QMicroKernel, RowOperand, K_GROUP, LANES};
 pub use requant::{requant_records, OutputQuant, OutputStage, RECORD_BYTES};
 pub use residual::{epilogue_records, Extras, ResidualQuant, EXTRA_RECORD_BYTES};
 
@@ -94,7 +111,8 @@ pub struct Int8Choice {
 
 impl DotProduct {
     /// `Vnni` where the fold into `vpdpbusd` exists (x86 with AVX-512 VNNI + VL or
-    /// AVX-VNNI) and on aarch64 (the tree is the shape of `usdot`); `Widening` on x86 without.
+    /// AVX-VNNI), `Widening` on x86 without; `Usdot` on aarch64 with i8mm, `Vnni`'s tree
+    /// (no fold) on aarch64 without.
     pub fn for_target(target: &Target) -> DotProduct {
         match target.arch() {
             Arch::X86_64 => {
@@ -105,6 +123,10 @@ impl DotProduct {
                     DotProduct::Widening
                 }
             }
+            // With i8mm the tree folds into `usdot`. Without it, Cranelift 0.135 emits the
+            // tree as widening multiplies and pairwise adds (`sdot` needs s8 × s8 operands,
+            // which the u8 activations are not).
+            Arch::Aarch64 if target.has(Feature::I8mm) => DotProduct::Usdot,
             Arch::Aarch64 => DotProduct::Vnni,
         }
     }

@@ -61,50 +61,90 @@ impl QuantizeKernel {
             spec,
         }
     }
-
-    /// The constants of [`QuantizeKernel::quantize`] for `float_ty` (`F32` or `F32X4`), made
-    /// once before the loops.
-    fn constants(&self, b: &mut FunctionBuilder, float_ty: Type) -> QuantizeConstants {
-        let int_ty = if float_ty.is_vector() {
-            types::I32X4
-        } else {
-            types::I32
-        };
-        let zp = i64::from(self.zero_point);
-        let scale = b.ins().f32const(self.scale);
-        let mut int = |v: i64| {
-            let scalar = b.ins().iconst(types::I32, v);
-            lanes_of(b, int_ty, scalar)
-        };
-        let (low, high, offset) = (int(-zp), int(255 - zp), int(zp));
-        QuantizeConstants {
-            int_ty,
-            scale: lanes_of(b, float_ty, scale),
-            low,
-            high,
-            offset,
-        }
-    }
-
-    /// `x` (f32 or f32x4, matching `k`) quantized to i32 lanes in 0..=255.
-    fn quantize(b: &mut FunctionBuilder, k: &QuantizeConstants, x: Value) -> Value {
-        let quotient = b.ins().fdiv(x, k.scale);
-        let rounded = b.ins().nearest(quotient);
-        let integer = b.ins().fcvt_to_sint_sat(k.int_ty, rounded);
-        let clamped = b.ins().smax(integer, k.low);
-        let clamped = b.ins().smin(clamped, k.high);
-        b.ins().iadd(clamped, k.offset)
-    }
 }
 
 /// Splatted (or scalar) constants of the quantization: the scale, the i32 clamp to
 /// `[−zp, 255 − zp]` and the zero point.
-struct QuantizeConstants {
+pub(super) struct QuantizeConstants {
     int_ty: Type,
     scale: Value,
     low: Value,
     high: Value,
     offset: Value,
+}
+
+impl QuantizeConstants {
+    /// The constants for `float_ty` (`F32` or `F32X4`) from the scalar f32 `scale` and i32
+    /// `zero_point` (0..=255), baked or read at run time; made once before the loops.
+    pub(super) fn new(
+        b: &mut FunctionBuilder,
+        float_ty: Type,
+        scale: Value,
+        zero_point: Value,
+    ) -> QuantizeConstants {
+        let int_ty = if float_ty.is_vector() {
+            types::I32X4
+        } else {
+            types::I32
+        };
+        let low = b.ins().ineg(zero_point);
+        let top = b.ins().iconst(types::I32, 255);
+        let high = b.ins().isub(top, zero_point);
+        QuantizeConstants {
+            int_ty,
+            scale: lanes_of(b, float_ty, scale),
+            low: lanes_of(b, int_ty, low),
+            high: lanes_of(b, int_ty, high),
+            offset: lanes_of(b, int_ty, zero_point),
+        }
+    }
+
+    /// `x` (f32 or f32x4, matching these constants) quantized to i32 lanes in 0..=255.
+    fn quantize(&self, b: &mut FunctionBuilder, x: Value) -> Value {
+        let quotient = b.ins().fdiv(x, self.scale);
+        let rounded = b.ins().nearest(quotient);
+        let integer = b.ins().fcvt_to_sint_sat(self.int_ty, rounded);
+        let clamped = b.ins().smax(integer, self.low);
+        let clamped = b.ins().smin(clamped, self.high);
+        b.ins().iadd(clamped, self.offset)
+    }
+}
+
+/// QuantizeLinear of `n` f32 at `x` to u8 at `y` with the scalar f32 `scale` and i32
+/// `zero_point` (0..=255): 16 elements per step, then one at a time. Shared by the
+/// compile-time-scale kernel and DynamicQuantizeLinear (`super::dynamic_quantize`).
+pub(super) fn emit_quantize_stream(
+    b: &mut FunctionBuilder,
+    pointer: Type,
+    (x, y, n): (Value, Value, Value),
+    scale: Value,
+    zero_point: Value,
+) {
+    let vector = QuantizeConstants::new(b, types::F32X4, scale, zero_point);
+    let scalar = QuantizeConstants::new(b, types::F32, scale, zero_point);
+    let zero = b.ins().iconst(pointer, 0);
+    byte_stream(
+        b,
+        pointer,
+        zero,
+        n,
+        |b, i| {
+            let from = element_address(b, x, i, 4);
+            let lanes = [0, 16, 32, 48].map(|offset| {
+                let value = b.ins().load(types::F32X4, flags(), from, offset);
+                vector.quantize(b, value)
+            });
+            let to = b.ins().iadd(y, i);
+            narrow_store_u8x16(b, lanes, to);
+        },
+        |b, i| {
+            let from = element_address(b, x, i, 4);
+            let value = b.ins().load(types::F32, flags(), from, 0);
+            let q = scalar.quantize(b, value);
+            let to = b.ins().iadd(y, i);
+            b.ins().istore8(flags(), q, to, 0);
+        },
+    );
 }
 
 impl Kernel for QuantizeKernel {
@@ -121,32 +161,9 @@ impl Kernel for QuantizeKernel {
         let [x, y, n] = params else {
             return Err(arity_error(&self.spec, params));
         };
-        let (x, y, n) = (*x, *y, *n);
-        let vector = self.constants(b, types::F32X4);
-        let scalar = self.constants(b, types::F32);
-        let zero = b.ins().iconst(context.pointer, 0);
-        byte_stream(
-            b,
-            context.pointer,
-            zero,
-            n,
-            |b, i| {
-                let from = element_address(b, x, i, 4);
-                let lanes = [0, 16, 32, 48].map(|offset| {
-                    let value = b.ins().load(types::F32X4, flags(), from, offset);
-                    Self::quantize(b, &vector, value)
-                });
-                let to = b.ins().iadd(y, i);
-                narrow_store_u8x16(b, lanes, to);
-            },
-            |b, i| {
-                let from = element_address(b, x, i, 4);
-                let value = b.ins().load(types::F32, flags(), from, 0);
-                let q = Self::quantize(b, &scalar, value);
-                let to = b.ins().iadd(y, i);
-                b.ins().istore8(flags(), q, to, 0);
-            },
-        );
+        let scale = b.ins().f32const(self.scale);
+        let zero_point = b.ins().iconst(types::I32, i64::from(self.zero_point));
+        emit_quantize_stream(b, context.pointer, (*x, *y, *n), scale, zero_point);
         b.ins().return_(&[]);
         Ok(())
     }

@@ -1,0 +1,281 @@
+//! Dynamic quantization's integer convolution and matrix product
+//! ([`qcc_ir::op::Op::DynamicQuantizedConv`], [`qcc_ir::op::Op::DynamicQuantizedMatMul`]):
+//! the static int8 kernels (`super::conv`, `super::gemm`, the same register block and dot
+//! products) with the input's scale and zero point read at run time and the float epilogue
+//! (`super::dynamic_epilogue`) in place of requantization.
+//!
+//! Node inputs, as the ops define them: 0 the u8 activations, 1 their f32 scale, 2 their u8
+//! zero point (the three outputs of one DynamicQuantizeLinear), 3 and 4 the constant s8
+//! weights and f32 bias (packed here into blobs 0 and 1), 5 the f32 residual of a
+//! convolution. Output 0 is f32.
+//!
+//! Weights must be symmetric (zero points 0): the compensation `zx·Σw[c]` is then the only
+//! correction, applied in the epilogue. Depthwise convolutions run through the grouped
+//! implicit GEMM (the quantization pass keeps them in fp32, so this is only a fallback).
+
+use std::sync::Arc;
+
+use qcc_ir::Activation;
+
+use super::conv::{pack_qconv_weights, QConvKernel};
+use super::dynamic_epilogue::{float_records, FloatStage};
+use super::gemm::{pack_qgemm_weights, QGemmKernel};
+use super::microkernel::{BlockEpilogue, QMicroKernel, RowOperand, K_GROUP};
+use super::{int8_spec, unsupported, Int8Choice};
+use crate::lower::kernel::{KernelError, KernelParam};
+use crate::lower::node::{Arg, ConvGeometry, KernelCall, NodeLowering};
+use crate::target::{Arch, Target};
+
+/// A dynamically quantized convolution: everything [`lower_dynamic_qconv`] needs.
+#[derive(Clone, Copy, Debug)]
+pub struct DynamicConvParams<'a> {
+    pub geometry: ConvGeometry,
+    /// s8 weights in the ONNX layout `[C_out, C_in/group, kH, kW]`.
+    pub weight: &'a [i8],
+    /// Per output channel (`C_out` values) or one for all.
+    pub weight_scales: &'a [f32],
+    /// Must all be zero (symmetric weights); one or `C_out` values.
+    pub weight_zero_points: &'a [i32],
+    /// f32, `C_out` values.
+    pub bias: &'a [f32],
+    /// Add node input 5 (f32, the output's shape) before the activation.
+    pub residual: bool,
+    pub activation: Option<Activation>,
+}
+
+/// A dynamically quantized matrix product `Y[m, n] = A[m, k] · B[k, n]`.
+#[derive(Clone, Copy, Debug)]
+pub struct DynamicGemmParams<'a> {
+    /// Rows of A (u8, `k` bytes per row) and of Y (f32).
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// s8 B, `[k, n]` row-major.
+    pub weight: &'a [i8],
+    /// Per column (`n` values) or one for all.
+    pub weight_scales: &'a [f32],
+    /// Must all be zero; one or `n` values.
+    pub weight_zero_points: &'a [i32],
+    /// f32, `n` values.
+    pub bias: &'a [f32],
+    pub activation: Option<Activation>,
+}
+
+fn check_symmetric(kernel: &str, zero_points: &[i32]) -> Result<(), KernelError> {
+    match zero_points.iter().find(|&&z| z != 0) {
+        Some(z) => Err(unsupported(
+            kernel,
+            format!(
+                "weight zero point {z}: dynamic quantization takes symmetric weights (zero \
+                 points 0) only"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `Σ_k w[c, k]` per output (wrapping, like the accumulator).
+fn weight_sums(rows: usize, k: usize, weight: impl Fn(usize, usize) -> i8) -> Vec<i32> {
+    (0..rows)
+        .map(|c| (0..k).fold(0i32, |s, kk| s.wrapping_add(i32::from(weight(c, kk)))))
+        .collect()
+}
+
+/// Lowers a dynamically quantized convolution for `target` with its default kernel choice.
+pub fn lower_dynamic_qconv(
+    target: &Target,
+    params: &DynamicConvParams,
+) -> Result<NodeLowering, KernelError> {
+    lower_dynamic_qconv_with(target.arch(), Int8Choice::for_target(target), params)
+}
+
+/// Lowers a dynamically quantized convolution with an explicit kernel choice.
+pub fn lower_dynamic_qconv_with(
+    arch: Arch,
+    choice: Int8Choice,
+    params: &DynamicConvParams,
+) -> Result<NodeLowering, KernelError> {
+    let g = params.geometry.walked();
+    let kernel_name = "dynamic int8 Conv";
+    let fail = |reason: String| unsupported(kernel_name, reason);
+    if g.group == 0
+        || !g.in_channels.is_multiple_of(g.group)
+        || !g.out_channels.is_multiple_of(g.group)
+    {
+        return Err(fail(format!(
+            "group {} does not divide {} input and {} output channels",
+            g.group, g.in_channels, g.out_channels
+        )));
+    }
+    if g.stride_h == 0 || g.stride_w == 0 || g.dilation_h == 0 || g.dilation_w == 0 {
+        return Err(fail("zero stride or dilation".into()));
+    }
+    let plane = g.in_h * g.in_w;
+    if plane.saturating_mul(4).saturating_add(16) > i32::MAX as usize {
+        return Err(fail(format!(
+            "input plane of {plane} bytes is too large for 32-bit offsets"
+        )));
+    }
+    check_symmetric(kernel_name, params.weight_zero_points)?;
+    let stage = FloatStage {
+        activation: params.activation,
+        residual: params.residual,
+    };
+    let micro = QMicroKernel::new(
+        choice.tile,
+        choice.dot,
+        RowOperand::WeightPanels,
+        BlockEpilogue::Float(stage),
+        choice.k_unroll,
+    )
+    .map_err(fail)?;
+    let k = g.reduction();
+    let weight = params.weight;
+    if weight.len() != g.out_channels * k {
+        return Err(fail(format!(
+            "weight has {} values, expected {}·{k}",
+            weight.len(),
+            g.out_channels
+        )));
+    }
+    let sums = weight_sums(g.out_channels, k, |c, kk| weight[c * k + kk]);
+    let (records, array_bytes) =
+        float_records(&sums, params.weight_scales, params.bias).map_err(fail)?;
+    let packed = pack_qconv_weights(&g, weight, choice.tile.rows as usize).map_err(fail)?;
+    let op = format!(
+        "dqconv_n{}_c{}x{}x{}_o{}x{}x{}_{}_{}",
+        g.batch,
+        g.in_channels,
+        g.in_h,
+        g.in_w,
+        g.out_channels,
+        g.out_h,
+        g.out_w,
+        g.short_name().replace(',', "_"),
+        micro.name()
+    );
+    let bytes_arg = |index| Arg::Bytes { index, offset: 0 };
+    let mut kernel_params = vec![
+        KernelParam::input("x"),
+        KernelParam::input("x_scale"),
+        KernelParam::input("x_zero_point"),
+        KernelParam::input("w_packed"),
+        KernelParam::input("records"),
+    ];
+    let mut args = vec![
+        Arg::input(0),
+        Arg::input(1),
+        Arg::input(2),
+        bytes_arg(0),
+        bytes_arg(1),
+    ];
+    if params.residual {
+        kernel_params.push(KernelParam::input("residual"));
+        args.push(Arg::input(5));
+    }
+    kernel_params.extend([KernelParam::output("y"), KernelParam::output("scratch")]);
+    args.extend([Arg::output(0), Arg::Scratch { offset: 0 }]);
+    let spec = int8_spec(arch, op, choice.tile, kernel_params);
+    let kernel = QConvKernel::new_float(spec, g, micro, array_bytes);
+    let scratch_bytes = kernel.scratch_bytes();
+    let fallback = params.geometry.is_depthwise().then(|| {
+        "dynamic int8 depthwise convolution runs as a grouped implicit GEMM (one channel per \
+         group, a quarter of each dot product used): correct but slow"
+            .to_string()
+    });
+    Ok(NodeLowering {
+        calls: vec![KernelCall::new(Arc::new(kernel), args)?],
+        bytes: vec![packed, records],
+        scratch_bytes,
+        description: format!(
+            "dynamic int8 implicit gemm {} {}",
+            params.geometry.short_name(),
+            micro.name()
+        ),
+        fallback,
+        ..NodeLowering::default()
+    })
+}
+
+/// Lowers a dynamically quantized matrix product for `target` with its default kernel
+/// choice.
+pub fn lower_dynamic_qgemm(
+    target: &Target,
+    params: &DynamicGemmParams,
+) -> Result<NodeLowering, KernelError> {
+    lower_dynamic_qgemm_with(target.arch(), Int8Choice::for_target(target), params)
+}
+
+/// Lowers a dynamically quantized matrix product with an explicit kernel choice.
+pub fn lower_dynamic_qgemm_with(
+    arch: Arch,
+    choice: Int8Choice,
+    params: &DynamicGemmParams,
+) -> Result<NodeLowering, KernelError> {
+    let kernel_name = "dynamic int8 Gemm";
+    let fail = |reason: String| unsupported(kernel_name, reason);
+    let (m, k, n) = (params.m, params.k, params.n);
+    if k == 0 || n == 0 {
+        return Err(fail(format!("empty product: k = {k}, n = {n}")));
+    }
+    check_symmetric(kernel_name, params.weight_zero_points)?;
+    let stage = FloatStage {
+        activation: params.activation,
+        residual: false,
+    };
+    let rows = RowOperand::ActivationRows {
+        k_rem: (k % K_GROUP) as u32,
+    };
+    let micro = QMicroKernel::new(
+        choice.tile,
+        choice.dot,
+        rows,
+        BlockEpilogue::Float(stage),
+        choice.k_unroll,
+    )
+    .map_err(fail)?;
+    let weight = params.weight;
+    if k.checked_mul(n) != Some(weight.len()) {
+        return Err(fail(format!(
+            "B has {} values, expected k·n = {k}·{n}",
+            weight.len()
+        )));
+    }
+    let sums = weight_sums(n, k, |j, kk| weight[kk * n + j]);
+    let (records, array_bytes) =
+        float_records(&sums, params.weight_scales, params.bias).map_err(fail)?;
+    let packed = pack_qgemm_weights(weight, k, n, false, micro.nr() as usize).map_err(fail)?;
+    let op = format!("dqgemm_k{k}_n{n}_{}", micro.name());
+    let bytes_arg = |index| Arg::Bytes { index, offset: 0 };
+    let kernel_params = vec![
+        KernelParam::input("a"),
+        KernelParam::input("a_scale"),
+        KernelParam::input("a_zero_point"),
+        KernelParam::input("w_packed"),
+        KernelParam::input("records"),
+        KernelParam::output("y"),
+        KernelParam::size("m"),
+        KernelParam::size("lda"),
+        KernelParam::size("ldc"),
+    ];
+    let args = vec![
+        Arg::input(0),
+        Arg::input(1),
+        Arg::input(2),
+        bytes_arg(0),
+        bytes_arg(1),
+        Arg::output(0),
+        Arg::Size(m),
+        Arg::Size(k),
+        // Bytes between output rows: f32.
+        Arg::Size(4 * n),
+    ];
+    let spec = int8_spec(arch, op, choice.tile, kernel_params);
+    let kernel = QGemmKernel::new_float(spec, micro, k, n, array_bytes);
+    Ok(NodeLowering {
+        calls: vec![KernelCall::new(Arc::new(kernel), args)?],
+        bytes: vec![packed, records],
+        description: format!("dynamic int8 gemm {m}x{n}x{k} {}", micro.name()),
+        ..NodeLowering::default()
+    })
+}

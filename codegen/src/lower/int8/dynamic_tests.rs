@@ -1,0 +1,586 @@
+//! Dynamic quantization's kernels, JIT-compiled, against the interpreter's ops
+//! (`qcc_ir::eval::eval_op`, the definition) bit for bit: DynamicQuantizeLinear on awkward
+//! floats (NaN, ±inf, huge, subnormal, all-zero, one-signed inputs, odd lengths), and the
+//! dynamic convolution and matrix product over random geometry, run-time zero points
+//! (0 and 255 included), per-tensor and per-channel weight scales, residual and the exact
+//! activations, on the VNNI target and the widening fallback. The whole-graph test and the
+//! speed report are in `dynamic_graph_tests`.
+
+use proptest::prelude::*;
+use qcc_ir::eval::eval_op;
+use qcc_ir::quant::QParams;
+use qcc_ir::{Activation, ConvAttrs, DType, Op, Padding, Tensor, TensorType};
+
+use super::tests::{conv_case, no_vnni, vnni, Bytes, ConvCase};
+use super::*;
+use crate::lower::node::ConvGeometry;
+use crate::model::run_node_bytes;
+use crate::target::Target;
+
+pub(super) fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn bytes_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn u8_tensor(dims: &[usize], values: &[u8]) -> Tensor {
+    Tensor::from_le_bytes(&TensorType::new(DType::U8, dims.to_vec()), values).expect("u8 bytes")
+}
+
+fn i8_tensor(dims: &[usize], values: &[i8]) -> Tensor {
+    let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+    Tensor::from_le_bytes(&TensorType::new(DType::I8, dims.to_vec()), &bytes).expect("i8 bytes")
+}
+
+/// The f32 values of an interpreter output.
+fn f32_values(t: &Tensor) -> Vec<f32> {
+    t.as_f32().expect("an f32 tensor").iter().copied().collect()
+}
+
+/// Bit equality (so `-0.0 ≠ 0.0` and NaN payloads count), first difference in the message.
+pub(super) fn same_f32(got: &[f32], want: &[f32], what: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len(), "{}: length", what);
+    let wrong: Vec<usize> = (0..got.len())
+        .filter(|&i| got[i].to_bits() != want[i].to_bits())
+        .collect();
+    if let Some(&first) = wrong.first() {
+        return Err(TestCaseError::fail(format!(
+            "{what}: {} of {} outputs differ; first at {first}: kernel {:e}, interpreter {:e}",
+            wrong.len(),
+            got.len(),
+            got[first],
+            want[first]
+        )));
+    }
+    Ok(())
+}
+
+/// A float in `[0, 1)`.
+fn unit(rng: &mut Bytes) -> f32 {
+    (rng.next() >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// A positive scale spanning a few decades.
+fn scale(rng: &mut Bytes) -> f32 {
+    (0.05 + unit(rng)) * 2f32.powi((rng.next() % 12) as i32 - 9)
+}
+
+// ---------------------------------------------------------------- DynamicQuantizeLinear
+
+/// What an input of DynamicQuantizeLinear looks like.
+#[derive(Clone, Copy, Debug)]
+enum InputKind {
+    Mixed,
+    AllZero,
+    AllPositive,
+    AllNegative,
+    WithNaN,
+    WithInfinity,
+    Huge,
+    Tiny,
+}
+
+fn dynamic_input(kind: InputKind, n: usize, rng: &mut Bytes) -> Vec<f32> {
+    let spread = 2f32.powi((rng.next() % 16) as i32 - 8);
+    (0..n)
+        .map(|i| {
+            let u = unit(rng);
+            let mixed = (u - 0.4) * 100.0 * spread;
+            match kind {
+                InputKind::Mixed => mixed,
+                InputKind::AllZero => {
+                    if i % 3 == 0 {
+                        -0.0
+                    } else {
+                        0.0
+                    }
+                }
+                InputKind::AllPositive => (u + 0.01) * spread,
+                InputKind::AllNegative => -(u + 0.01) * spread,
+                InputKind::WithNaN if rng.next().is_multiple_of(5) => f32::NAN,
+                InputKind::WithInfinity if rng.next().is_multiple_of(7) => {
+                    if rng.next().is_multiple_of(2) {
+                        f32::INFINITY
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }
+                InputKind::Huge => (u - 0.5) * f32::MAX,
+                InputKind::Tiny => f32::from_bits(rng.next() as u32 & 0x807f_ffff),
+                _ => mixed,
+            }
+        })
+        .collect()
+}
+
+fn check_dynamic_quantize(target: &Target, x: &[f32], what: &str) -> Result<(), TestCaseError> {
+    let n = x.len();
+    let lowering = lower_dynamic_quantize(target.arch(), n).expect("lowers");
+    let got = run_node_bytes(target, &lowering, &[&f32_bytes(x)], &[n, 4, 1]).expect("runs");
+    let want = eval_op(
+        &Op::DynamicQuantizeLinear,
+        &[&Tensor::from_f32(&[n], x.to_vec())],
+    )
+    .expect("the interpreter runs");
+    let want_scale = f32_values(&want[1])[0];
+    let got_scale = bytes_f32(&got[1])[0];
+    prop_assert_eq!(
+        got_scale.to_bits(),
+        want_scale.to_bits(),
+        "{}: scale {} vs {}",
+        what,
+        got_scale,
+        want_scale
+    );
+    prop_assert_eq!(&got[2], &want[2].to_le_bytes(), "{}: zero point", what);
+    let want_y = want[0].to_le_bytes();
+    if let Some(i) = (0..n).find(|&i| got[0][i] != want_y[i]) {
+        return Err(TestCaseError::fail(format!(
+            "{what}: y[{i}] of x = {:e}: kernel {}, interpreter {}",
+            x[i], got[0][i], want_y[i]
+        )));
+    }
+    Ok(())
+}
+
+fn input_kind() -> impl Strategy<Value = InputKind> {
+    prop_oneof![
+        3 => Just(InputKind::Mixed),
+        1 => Just(InputKind::AllZero),
+        1 => Just(InputKind::AllPositive),
+        1 => Just(InputKind::AllNegative),
+        1 => Just(InputKind::WithNaN),
+        1 => Just(InputKind::WithInfinity),
+        1 => Just(InputKind::Huge),
+        1 => Just(InputKind::Tiny),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn dynamic_quantize_equals_the_interpreter(
+        kind in input_kind(),
+        n in prop_oneof![0usize..40, 40usize..300],
+        seed in any::<u64>(),
+    ) {
+        let x = dynamic_input(kind, n, &mut Bytes(seed | 1));
+        check_dynamic_quantize(&vnni(), &x, &format!("{kind:?} n = {n}"))?;
+    }
+}
+
+#[test]
+fn dynamic_quantize_edge_inputs_equal_the_interpreter() {
+    let cases: Vec<(&str, Vec<f32>)> = vec![
+        ("empty", vec![]),
+        ("one NaN", vec![f32::NAN]),
+        ("NaN only", vec![f32::NAN; 21]),
+        ("the spec's example", vec![0., 2., -3., -2.5, 1.34, 0.5]),
+        (
+            "both infinities",
+            vec![f32::INFINITY, 1.0, f32::NEG_INFINITY, 0.5],
+        ),
+        ("max and min", vec![f32::MAX, -f32::MAX, 1.0, -1.0, 0.0]),
+        ("signed zeros", vec![-0.0; 19]),
+        (
+            "NaN in every vector lane",
+            (0..37)
+                .map(|i| if i % 4 == 1 { f32::NAN } else { i as f32 - 9.5 })
+                .collect(),
+        ),
+    ];
+    for target in [vnni(), no_vnni()] {
+        for (what, x) in &cases {
+            check_dynamic_quantize(&target, x, what).expect("kernel equals the interpreter");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- convolution
+
+/// The run-time quantization, weight scales and epilogue of one dynamic case.
+#[derive(Clone, Debug)]
+struct DynamicQuant {
+    zero_point: u8,
+    per_channel: bool,
+    residual: bool,
+    activation: Option<Activation>,
+}
+
+fn exact_activation() -> impl Strategy<Value = Option<Activation>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Activation::Relu)),
+        Just(Some(Activation::Clip {
+            min: -0.75,
+            max: 2.5
+        })),
+        Just(Some(Activation::LeakyRelu { alpha: 0.125 })),
+        Just(Some(Activation::HardSwish)),
+    ]
+}
+
+fn dynamic_quant() -> impl Strategy<Value = DynamicQuant> {
+    (
+        prop_oneof![Just(0u8), Just(255u8), any::<u8>()],
+        any::<bool>(),
+        any::<bool>(),
+        exact_activation(),
+    )
+        .prop_map(
+            |(zero_point, per_channel, residual, activation)| DynamicQuant {
+                zero_point,
+                per_channel,
+                residual,
+                activation,
+            },
+        )
+}
+
+fn conv_attrs(case: &ConvCase) -> ConvAttrs {
+    let [top, left, bottom, right] = case.pads;
+    ConvAttrs {
+        kernel: case.kernel.to_vec(),
+        strides: case.strides.to_vec(),
+        dilations: case.dilations.to_vec(),
+        padding: Padding::Explicit(vec![top, left, bottom, right]),
+        group: case.group,
+    }
+}
+
+fn weight_qparams(scales: &[f32], axis: usize) -> QParams {
+    if scales.len() == 1 {
+        QParams::per_tensor(DType::I8, scales[0], 0).expect("valid")
+    } else {
+        QParams::per_channel(DType::I8, axis, scales.to_vec(), vec![0; scales.len()])
+            .expect("valid")
+    }
+}
+
+fn check_dynamic_conv(
+    target: &Target,
+    case: &ConvCase,
+    quant: &DynamicQuant,
+) -> Result<(), TestCaseError> {
+    if case.geometry().is_none() {
+        return Ok(());
+    }
+    let attrs = conv_attrs(case);
+    let (cin, cout) = (case.cin_g * case.group, case.cout_g * case.group);
+    let x_dims = [case.batch, cin, case.in_hw[0], case.in_hw[1]];
+    let w_dims = [cout, case.cin_g, case.kernel[0], case.kernel[1]];
+    let g = ConvGeometry::new(&attrs, &x_dims, &w_dims).expect("valid geometry");
+    let mut rng = Bytes(case.seed | 1);
+    let x: Vec<u8> = (0..x_dims.iter().product()).map(|_| rng.u8()).collect();
+    let w: Vec<i8> = (0..w_dims.iter().product()).map(|_| rng.i8()).collect();
+    let x_scale = scale(&mut rng);
+    let scales: Vec<f32> = (0..if quant.per_channel { cout } else { 1 })
+        .map(|_| scale(&mut rng))
+        .collect();
+    let bias: Vec<f32> = (0..cout).map(|_| (unit(&mut rng) - 0.5) * 8.0).collect();
+    let out_len = g.batch * cout * g.out_h * g.out_w;
+    let y_dims = [g.batch, cout, g.out_h, g.out_w];
+    let residual: Vec<f32> = (0..out_len).map(|_| (unit(&mut rng) - 0.5) * 8.0).collect();
+    let zero_points = vec![0; scales.len()];
+    let params = DynamicConvParams {
+        geometry: g,
+        weight: &w,
+        weight_scales: &scales,
+        weight_zero_points: &zero_points,
+        bias: &bias,
+        residual: quant.residual,
+        activation: quant.activation,
+    };
+    let lowering = lower_dynamic_qconv(target, &params).expect("lowers");
+    let w_bytes: Vec<u8> = w.iter().map(|&v| v as u8).collect();
+    let inputs = [
+        x.clone(),
+        f32_bytes(&[x_scale]),
+        vec![quant.zero_point],
+        w_bytes,
+        f32_bytes(&bias),
+        f32_bytes(&residual),
+    ];
+    let count = if quant.residual { 6 } else { 5 };
+    let input_refs: Vec<&[u8]> = inputs[..count].iter().map(|v| &v[..]).collect();
+    let got = run_node_bytes(target, &lowering, &input_refs, &[4 * out_len]).expect("runs");
+    let op = Op::DynamicQuantizedConv {
+        conv: attrs,
+        w: weight_qparams(&scales, 0),
+        residual: quant.residual,
+        activation: quant.activation,
+    };
+    let tensors = [
+        u8_tensor(&x_dims, &x),
+        Tensor::from_f32(&[], vec![x_scale]),
+        u8_tensor(&[], &[quant.zero_point]),
+        i8_tensor(&w_dims, &w),
+        Tensor::from_f32(&[cout], bias.clone()),
+        Tensor::from_f32(&y_dims, residual),
+    ];
+    let tensor_refs: Vec<&Tensor> = tensors[..count].iter().collect();
+    let want = eval_op(&op, &tensor_refs).expect("the interpreter runs");
+    same_f32(
+        &bytes_f32(&got[0]),
+        &f32_values(&want[0]),
+        &format!("{g:?}\n{quant:?}"),
+    )
+}
+
+fn conv_with_quant() -> impl Strategy<Value = (ConvCase, DynamicQuant)> {
+    (conv_case(), dynamic_quant())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn dynamic_conv_vnni_equals_the_interpreter((case, quant) in conv_with_quant()) {
+        check_dynamic_conv(&vnni(), &case, &quant)?;
+    }
+
+    #[test]
+    fn dynamic_conv_without_vnni_equals_the_interpreter((case, quant) in conv_with_quant()) {
+        check_dynamic_conv(&no_vnni(), &case, &quant)?;
+    }
+}
+
+#[test]
+fn dynamic_conv_vector_packing_and_edges_equal_the_interpreter() {
+    let base = ConvCase {
+        batch: 2,
+        group: 1,
+        cin_g: 16,
+        cout_g: 7,
+        in_hw: [5, 30],
+        kernel: [3, 3],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pads: [1, 1, 1, 1],
+        seed: 9,
+    };
+    let cases = [
+        base.clone(),
+        // Pointwise, channels not a multiple of four.
+        ConvCase {
+            cin_g: 13,
+            cout_g: 9,
+            kernel: [1, 1],
+            pads: [0; 4],
+            ..base.clone()
+        },
+        // Depthwise through the grouped path.
+        ConvCase {
+            group: 8,
+            cin_g: 1,
+            cout_g: 1,
+            ..base
+        },
+    ];
+    for target in [vnni(), no_vnni()] {
+        for case in &cases {
+            for zero_point in [0u8, 255, 131] {
+                let quant = DynamicQuant {
+                    zero_point,
+                    per_channel: true,
+                    residual: zero_point == 131,
+                    activation: Some(Activation::Relu),
+                };
+                check_dynamic_conv(&target, case, &quant).expect("kernel equals the interpreter");
+            }
+        }
+    }
+}
+
+#[test]
+fn asymmetric_weights_are_refused() {
+    let case = ConvCase {
+        batch: 1,
+        group: 1,
+        cin_g: 4,
+        cout_g: 4,
+        in_hw: [3, 3],
+        kernel: [1, 1],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pads: [0; 4],
+        seed: 1,
+    };
+    let g = case.geometry().expect("valid geometry");
+    let w = vec![1i8; 16];
+    let params = DynamicConvParams {
+        geometry: g,
+        weight: &w,
+        weight_scales: &[0.5],
+        weight_zero_points: &[3],
+        bias: &[0.0; 4],
+        residual: false,
+        activation: None,
+    };
+    let error = lower_dynamic_qconv(&vnni(), &params)
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(error.contains("symmetric"), "{error}");
+    let gemm = DynamicGemmParams {
+        m: 2,
+        k: 4,
+        n: 4,
+        weight: &w,
+        weight_scales: &[0.5],
+        weight_zero_points: &[0, 0, -1, 0],
+        bias: &[0.0; 4],
+        activation: None,
+    };
+    assert!(lower_dynamic_qgemm(&vnni(), &gemm).is_err());
+}
+
+// ---------------------------------------------------------------- matrix product
+
+#[derive(Clone, Debug)]
+struct GemmCase {
+    batch: Option<usize>,
+    m: usize,
+    k: usize,
+    n: usize,
+    seed: u64,
+}
+
+fn gemm_case() -> impl Strategy<Value = GemmCase> {
+    (
+        prop_oneof![Just(None), (1usize..=3).prop_map(Some)],
+        1usize..=13,
+        1usize..=70,
+        1usize..=40,
+        any::<u64>(),
+    )
+        .prop_map(|(batch, m, k, n, seed)| GemmCase {
+            batch,
+            m,
+            k,
+            n,
+            seed,
+        })
+}
+
+fn check_dynamic_gemm(
+    target: &Target,
+    case: &GemmCase,
+    quant: &DynamicQuant,
+) -> Result<(), TestCaseError> {
+    let (m, k, n) = (case.m, case.k, case.n);
+    let rows = m * case.batch.unwrap_or(1);
+    let mut rng = Bytes(case.seed | 1);
+    let a: Vec<u8> = (0..rows * k).map(|_| rng.u8()).collect();
+    let b: Vec<i8> = (0..k * n).map(|_| rng.i8()).collect();
+    let a_scale = scale(&mut rng);
+    let scales: Vec<f32> = (0..if quant.per_channel { n } else { 1 })
+        .map(|_| scale(&mut rng))
+        .collect();
+    let bias: Vec<f32> = (0..n).map(|_| (unit(&mut rng) - 0.5) * 8.0).collect();
+    let zero_points = vec![0; scales.len()];
+    let params = DynamicGemmParams {
+        m: rows,
+        k,
+        n,
+        weight: &b,
+        weight_scales: &scales,
+        weight_zero_points: &zero_points,
+        bias: &bias,
+        activation: quant.activation,
+    };
+    let lowering = lower_dynamic_qgemm(target, &params).expect("lowers");
+    let b_bytes: Vec<u8> = b.iter().map(|&v| v as u8).collect();
+    let inputs: [&[u8]; 5] = [
+        &a,
+        &f32_bytes(&[a_scale]),
+        &[quant.zero_point],
+        &b_bytes,
+        &f32_bytes(&bias),
+    ];
+    let got = run_node_bytes(target, &lowering, &inputs, &[4 * rows * n]).expect("runs");
+    let a_dims = match case.batch {
+        Some(batch) => vec![batch, m, k],
+        None => vec![m, k],
+    };
+    let op = Op::DynamicQuantizedMatMul {
+        b: weight_qparams(&scales, 1),
+        activation: quant.activation,
+    };
+    let tensors = [
+        u8_tensor(&a_dims, &a),
+        Tensor::from_f32(&[], vec![a_scale]),
+        u8_tensor(&[], &[quant.zero_point]),
+        i8_tensor(&[k, n], &b),
+        Tensor::from_f32(&[n], bias.clone()),
+    ];
+    let tensor_refs: Vec<&Tensor> = tensors.iter().collect();
+    let want = eval_op(&op, &tensor_refs).expect("the interpreter runs");
+    same_f32(
+        &bytes_f32(&got[0]),
+        &f32_values(&want[0]),
+        &format!("{case:?}\n{quant:?}"),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn dynamic_gemm_vnni_equals_the_interpreter(case in gemm_case(), quant in dynamic_quant()) {
+        check_dynamic_gemm(&vnni(), &case, &quant)?;
+    }
+
+    #[test]
+    fn dynamic_gemm_without_vnni_equals_the_interpreter(
+        case in gemm_case(),
+        quant in dynamic_quant(),
+    ) {
+        check_dynamic_gemm(&no_vnni(), &case, &quant)?;
+    }
+}
+
+#[test]
+fn dynamic_kernels_name_their_epilogue_and_inner_loops_use_vpdpbusd() {
+    let case = ConvCase {
+        batch: 1,
+        group: 1,
+        cin_g: 64,
+        cout_g: 64,
+        in_hw: [8, 8],
+        kernel: [3, 3],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pads: [1, 1, 1, 1],
+        seed: 7,
+    };
+    let g = case.geometry().expect("valid geometry");
+    let w = vec![1i8; 64 * g.reduction()];
+    let params = DynamicConvParams {
+        geometry: g,
+        weight: &w,
+        weight_scales: &[0.01],
+        weight_zero_points: &[0],
+        bias: &[0.0; 64],
+        residual: true,
+        activation: Some(Activation::Relu),
+    };
+    let target = vnni();
+    let lowering = lower_dynamic_qconv(&target, &params).expect("lowers");
+    let name = &lowering.calls[0].kernel.spec().name;
+    assert!(
+        name.contains("dqconv") && name.ends_with("f32_relu_r"),
+        "{name}"
+    );
+    let code = super::dynamic_graph_tests::disassemble(&target, &lowering);
+    let choice = Int8Choice::for_target(&target);
+    let per_loop = (choice.tile.rows * choice.tile.cols / LANES * choice.k_unroll) as usize;
+    let count = code.matches("vpdpbusd").count();
+    assert!(count >= per_loop, "{count} vpdpbusd, expected {per_loop}");
+}
