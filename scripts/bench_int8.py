@@ -7,8 +7,9 @@ Usage:
         [--layer-repeats 20] [--no-layers] [--markdown FILE]
     (scripts/bench-int8.sh sets up the venv, builds qcc and runs this with its arguments.)
 
-Four engines per model and configuration: qcc fp32 (`--target native-fp32`), qcc int8
-(`--target x86_64-int8 --stats`), onnxruntime fp32 and onnxruntime int8. A configuration
+Five engines per model and configuration: qcc fp32 (`--target native-fp32`), qcc int8
+(`--target x86_64-int8 --stats`), onnxruntime fp32, onnxruntime int8 and qcc int8 dynamic
+(`--target x86_64-int8 --mode dynamic`: no statistics, activations quantized at run time). A configuration
 BxK is batch B with K threads; every model is written by `qcc zoo NAME --dynamic-batch`, so
 both engines bind the same symbolic batch.
 
@@ -76,7 +77,7 @@ DEFAULT_MODELS = "resnet50,mobilenetv2,resnet18"
 DEFAULT_CONFIGS = "1x1,8x2"
 FP32_TARGET = "native-fp32"
 INT8_TARGET = "x86_64-int8"
-ENGINES = ["qcc fp32", "qcc int8", "ort fp32", "ort int8"]
+ENGINES = ["qcc fp32", "qcc int8", "ort fp32", "ort int8", "qcc int8 dyn"]
 LAYERS_MODEL = "resnet50"
 LAYERS_COUNT = 10
 
@@ -122,9 +123,10 @@ class QccBench:
     """`qcc bench` of one model, target and configuration, a fresh process per round."""
 
     def __init__(self, qcc: str, model: str, target: str, stats, batch: int, threads: int,
-                 runs: int, warmup: int):
+                 runs: int, warmup: int, extra: tuple = ()):
         self.cmd = [qcc, "bench", model, "--target", target]
         self.cmd += ["--stats", stats] if stats else []
+        self.cmd += list(extra)
         self.cmd += ["--batch", str(batch), "--threads", str(threads), "--iterations",
                      str(runs), "--warmup", str(warmup), "--json"]
         self.error = None
@@ -341,10 +343,12 @@ def fmt(value, digits: int = 2) -> str:
 
 def results_table(configs: list, models: list, results: dict, benches: dict) -> list:
     rows = [
-        "| model | batch × threads | qcc fp32 ms | qcc int8 ms | ort fp32 ms | ort int8 ms "
-        "| qcc fp32 /s | qcc int8 /s | ort fp32 /s | ort int8 /s | qcc int8 speed-up over "
-        "qcc fp32 | qcc int8 / ort int8 time | ort int8 speed-up over ort fp32 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | batch × threads | "
+        + " | ".join(f"{e} ms" for e in ENGINES) + " | "
+        + " | ".join(f"{e} /s" for e in ENGINES)
+        + " | qcc int8 speed-up over qcc fp32 | qcc int8 / ort int8 time "
+        "| ort int8 speed-up over ort fp32 | qcc int8 dyn speed-up over qcc fp32 |",
+        "| --- | --- | " + "--- | " * (2 * len(ENGINES) + 4),
     ]
     failures = []
     for batch, threads in configs:
@@ -376,13 +380,14 @@ def results_table(configs: list, models: list, results: dict, benches: dict) -> 
                 + " | ".join(fmt(thr[e], 1) for e in ENGINES)
                 + f" | {ratio('qcc int8', 'qcc fp32')}×"
                 f" | {ratio('ort int8', 'qcc int8')}"
-                f" | {ratio('ort int8', 'ort fp32')}× |")
+                f" | {ratio('ort int8', 'ort fp32')}×"
+                f" | {ratio('qcc int8 dyn', 'qcc fp32')}× |")
     return rows + ([""] + failures if failures else [])
 
 
 def range_table(configs: list, models: list, results: dict) -> list:
     rows = ["| model | batch × threads | " + " | ".join(f"{e} rounds ms" for e in ENGINES) + " |",
-            "| --- | --- | --- | --- | --- | --- |"]
+            "| --- | --- | " + "--- | " * len(ENGINES)]
     for batch, threads in configs:
         for name in models:
             cells = []
@@ -492,6 +497,9 @@ def main() -> None:
                                      runs, args.warmup),
                 "ort fp32": OrtBench(fp32, batch, threads, runs, args.warmup),
                 "ort int8": OrtBench(int8, batch, threads, runs, args.warmup),
+                # --mode dynamic: no statistics, activations quantized at run time.
+                "qcc int8 dyn": QccBench(args.qcc, fp32, INT8_TARGET, None, batch, threads,
+                                         runs, args.warmup, ("--mode", "dynamic")),
             }
             results[(batch, threads, name)] = {e: [] for e in ENGINES}
 
@@ -500,7 +508,7 @@ def main() -> None:
             pin(set(range(args.cpu, args.cpu + threads)))
             for name in models:
                 key = (batch, threads, name)
-                order = ENGINES[r % 4:] + ENGINES[:r % 4]
+                order = ENGINES[r % len(ENGINES):] + ENGINES[:r % len(ENGINES)]
                 for engine in order:
                     results[key][engine].append(benches[key][engine].round())
                 note(f"round {r + 1}/{args.rounds} {name} {batch}x{threads}: " + ", ".join(
