@@ -21,7 +21,7 @@ use super::conv::{pack_qconv_weights, QConvKernel};
 use super::dynamic_epilogue::{float_records, FloatStage};
 use super::gemm::{pack_qgemm_weights, QGemmKernel};
 use super::microkernel::{BlockEpilogue, QMicroKernel, RowOperand, K_GROUP};
-use super::{int8_spec, unsupported, Int8Choice};
+use super::{check_conv_geometry, int8_spec, unsupported, Int8Choice};
 use crate::lower::kernel::{KernelError, KernelParam};
 use crate::lower::node::{Arg, ConvGeometry, KernelCall, NodeLowering};
 use crate::target::{Arch, Target};
@@ -98,24 +98,7 @@ pub fn lower_dynamic_qconv_with(
     let g = params.geometry.walked();
     let kernel_name = "dynamic int8 Conv";
     let fail = |reason: String| unsupported(kernel_name, reason);
-    if g.group == 0
-        || !g.in_channels.is_multiple_of(g.group)
-        || !g.out_channels.is_multiple_of(g.group)
-    {
-        return Err(fail(format!(
-            "group {} does not divide {} input and {} output channels",
-            g.group, g.in_channels, g.out_channels
-        )));
-    }
-    if g.stride_h == 0 || g.stride_w == 0 || g.dilation_h == 0 || g.dilation_w == 0 {
-        return Err(fail("zero stride or dilation".into()));
-    }
-    let plane = g.in_h * g.in_w;
-    if plane.saturating_mul(4).saturating_add(16) > i32::MAX as usize {
-        return Err(fail(format!(
-            "input plane of {plane} bytes is too large for 32-bit offsets"
-        )));
-    }
+    check_conv_geometry(&g).map_err(fail)?;
     check_symmetric(kernel_name, params.weight_zero_points)?;
     let stage = FloatStage {
         activation: params.activation,

@@ -272,36 +272,32 @@ fn disassemble(target: &Target, lowering: &crate::lower::NodeLowering) -> String
     disassemble_kernel(isa.as_ref(), &context, kernel.as_ref()).expect("kernel compiles")
 }
 
-/// The unrolled main loop alone holds `rows × vectors × unroll` dot products: that many
-/// `vpdpbusd` means the inner loop is folded, not just an edge case somewhere.
-#[test]
-fn x86_64_int8_conv_and_gemm_inner_loops_use_vpdpbusd() {
-    let target = vnni();
-    let choice = Int8Choice::for_target(&target);
-    assert_eq!(choice.dot, DotProduct::Vnni);
+/// The conv and gemm kernels of `target`: the unrolled main loop alone holds
+/// `rows × vectors × unroll` dot products, so at least that many `mnemonic` means the inner
+/// loop is folded, not just an edge case somewhere.
+fn assert_inner_loops_use(target: &Target, dot: DotProduct, mnemonic: &str) {
+    let choice = Int8Choice::for_target(target);
+    assert_eq!(choice.dot, dot);
     let per_loop = (choice.tile.rows * choice.tile.cols / LANES * choice.k_unroll) as usize;
     let conv = conv_3x3_64(1, 8);
     let requant = [FixedPoint::from_real(0.001).expect("in range")];
     let w = vec![1i8; 256 * 256];
     let lowerings = [
-        (
-            "conv",
-            lower_qconv(&target, &conv.params()).expect("lowers"),
-        ),
+        ("conv", lower_qconv(target, &conv.params()).expect("lowers")),
         (
             "gemm",
-            lower_qgemm(&target, &gemm_params(&w, &requant, 256, 256)).expect("lowers"),
+            lower_qgemm(target, &gemm_params(&w, &requant, 256, 256)).expect("lowers"),
         ),
     ];
     for (what, lowering) in &lowerings {
-        let code = disassemble(&target, lowering);
+        let code = disassemble(target, lowering);
         if std::env::var_os("QCC_DUMP_INT8").is_some() {
             std::fs::write(format!("/tmp/int8_{what}.s"), &code).ok();
         }
-        let count = code.matches("vpdpbusd").count();
+        let count = code.matches(mnemonic).count();
         assert!(
             count >= per_loop,
-            "{what}: {count} vpdpbusd, expected at least {per_loop}:\n{code}"
+            "{what}: {count} {mnemonic}, expected at least {per_loop}:\n{code}"
         );
         assert!(
             !code.contains("pmaddubsw"),
@@ -310,34 +306,16 @@ fn x86_64_int8_conv_and_gemm_inner_loops_use_vpdpbusd() {
     }
 }
 
-/// aarch64 with i8mm: the same count of `usdot` (the tree with its unsigned operand first).
+#[test]
+fn x86_64_int8_conv_and_gemm_inner_loops_use_vpdpbusd() {
+    assert_inner_loops_use(&vnni(), DotProduct::Vnni, "vpdpbusd");
+}
+
+/// aarch64 with i8mm: the tree with its unsigned operand first folds into `usdot`.
 #[test]
 fn aarch64_i8mm_conv_and_gemm_inner_loops_use_usdot() {
     let target = Target::parse("aarch64-int8+i8mm").expect("target parses");
-    let choice = Int8Choice::for_target(&target);
-    assert_eq!(choice.dot, DotProduct::Usdot);
-    let per_loop = (choice.tile.rows * choice.tile.cols / LANES * choice.k_unroll) as usize;
-    let conv = conv_3x3_64(1, 8);
-    let requant = [FixedPoint::from_real(0.001).expect("in range")];
-    let w = vec![1i8; 256 * 256];
-    let lowerings = [
-        (
-            "conv",
-            lower_qconv(&target, &conv.params()).expect("lowers"),
-        ),
-        (
-            "gemm",
-            lower_qgemm(&target, &gemm_params(&w, &requant, 256, 256)).expect("lowers"),
-        ),
-    ];
-    for (what, lowering) in &lowerings {
-        let code = disassemble(&target, lowering);
-        let count = code.matches("usdot").count();
-        assert!(
-            count >= per_loop,
-            "{what}: {count} usdot, expected at least {per_loop}:\n{code}"
-        );
-    }
+    assert_inner_loops_use(&target, DotProduct::Usdot, "usdot");
 }
 
 #[test]

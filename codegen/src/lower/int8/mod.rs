@@ -207,6 +207,31 @@ pub(crate) fn check_input_zero_point(kernel: &str, zero_point: i32) -> Result<u8
     })
 }
 
+/// What every int8 implicit-GEMM convolution kernel needs of its (walked) geometry: groups
+/// that divide the channels, nonzero strides and dilations, an input plane that 32-bit byte
+/// offsets address.
+pub(crate) fn check_conv_geometry(g: &ConvGeometry) -> Result<(), String> {
+    if g.group == 0
+        || !g.in_channels.is_multiple_of(g.group)
+        || !g.out_channels.is_multiple_of(g.group)
+    {
+        return Err(format!(
+            "group {} does not divide {} input and {} output channels",
+            g.group, g.in_channels, g.out_channels
+        ));
+    }
+    if g.stride_h == 0 || g.stride_w == 0 || g.dilation_h == 0 || g.dilation_w == 0 {
+        return Err("zero stride or dilation".into());
+    }
+    let plane = g.in_h * g.in_w;
+    if plane.saturating_mul(4).saturating_add(16) > i32::MAX as usize {
+        return Err(format!(
+            "input plane of {plane} bytes is too large for 32-bit offsets"
+        ));
+    }
+    Ok(())
+}
+
 /// Lowers an int8 convolution for `target` with its default kernel choice.
 pub fn lower_qconv(target: &Target, params: &QConvParams) -> Result<NodeLowering, KernelError> {
     lower_qconv_with(target.arch(), Int8Choice::for_target(target), params)
@@ -221,24 +246,7 @@ pub fn lower_qconv_with(
     let g = params.geometry.walked();
     let kernel_name = "int8 Conv";
     let fail = |reason: String| unsupported(kernel_name, reason);
-    if g.group == 0
-        || !g.in_channels.is_multiple_of(g.group)
-        || !g.out_channels.is_multiple_of(g.group)
-    {
-        return Err(fail(format!(
-            "group {} does not divide {} input and {} output channels",
-            g.group, g.in_channels, g.out_channels
-        )));
-    }
-    if g.stride_h == 0 || g.stride_w == 0 || g.dilation_h == 0 || g.dilation_w == 0 {
-        return Err(fail("zero stride or dilation".into()));
-    }
-    let plane = g.in_h * g.in_w;
-    if plane.saturating_mul(4).saturating_add(16) > i32::MAX as usize {
-        return Err(fail(format!(
-            "input plane of {plane} bytes is too large for 32-bit offsets"
-        )));
-    }
+    check_conv_geometry(&g).map_err(fail)?;
     let zx = check_input_zero_point(kernel_name, params.input_zero_point)?;
     let stage = OutputStage::new(&params.output, params.requant).map_err(fail)?;
     let rows = RowOperand::WeightPanels;
