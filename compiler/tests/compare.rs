@@ -218,3 +218,54 @@ fn compare_needs_an_int8_target_and_statistics() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn dynamic_mode_compares_without_statistics_and_names_the_dynamic_layers() {
+    let (dir, model, stats) = tiny_model_and_stats("dynamic");
+    let out = ok(&[
+        "compare",
+        s(&model),
+        "--target",
+        "x86_64-int8",
+        "--mode",
+        "dynamic",
+        "--synthetic",
+        "4",
+        "--layer-samples",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let layers = v["layers"].as_array().expect("layers");
+    let ops: Vec<&str> = layers.iter().map(|l| l["op"].as_str().unwrap()).collect();
+    assert!(ops.contains(&"DynamicQuantizedConv"), "{ops:?}");
+    assert!(ops.contains(&"DynamicQuantizedMatMul"), "{ops:?}");
+    assert!(!ops.contains(&"QuantizedConv"), "{ops:?}");
+    // Run-time ranges fit each input: every quantized layer stays close to fp32.
+    for l in layers {
+        assert!(l["cosine"].as_f64().unwrap() > 0.99, "{l}");
+    }
+    for o in v["outputs"].as_array().expect("outputs") {
+        assert!(o["cosine"].as_f64().unwrap() > 0.99, "{o}");
+    }
+    // Statistics make no sense with run-time ranges: an error, not silently ignored.
+    let err = qcc(&[
+        "compare",
+        s(&model),
+        "--target",
+        "x86_64-int8",
+        "--mode",
+        "dynamic",
+        "--stats",
+        s(&stats),
+        "--synthetic",
+        "2",
+    ]);
+    assert!(!err.status.success());
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        stderr.contains("--mode dynamic") && stderr.contains("--stats"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
