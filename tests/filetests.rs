@@ -142,6 +142,7 @@ fn actual_output(t: &Filetest) -> Result<String, String> {
                     stats: std::sync::Arc::new(stats),
                     methods: Default::default(),
                     exclude: Vec::new(),
+                    quantized_io: false,
                 })
             }
         });

@@ -45,6 +45,7 @@ fn options(g: &Graph, profile: Profile) -> Result<QuantizeOptions, String> {
         stats: Arc::new(stats),
         methods: RangeMethods::default(),
         exclude: Vec::new(),
+        quantized_io: false,
     })
 }
 
@@ -245,4 +246,70 @@ fn a_prequantized_qdq_model_compiles_without_statistics() {
         .expect("options on a quantized model are refused");
     assert!(err.to_string().contains("already quantized"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--io int8`: the model takes and returns u8 with published parameters. Fed the quantized
+/// input, its u8 outputs dequantize to exactly the float-I/O build's outputs (the boundary's
+/// DQ→Q pairs are exact), and the compiled quantized-I/O program equals the interpreter on
+/// its own graph. For u8 (x86-vnni) and i8 (tensorrt: exposed as u8 with zero point + 128)
+/// activations.
+#[test]
+fn quantized_io_takes_and_returns_u8_equal_to_the_float_io_build() {
+    let g = qcc::zoo::build("resnet18", &qcc::zoo::ZooOptions { seed: 3, batch: 1 })
+        .expect("resnet18 builds");
+    let target = Target::parse("x86_64-int8").expect("target");
+    let inputs = random_inputs(&g, 5);
+    let x = &inputs[0].1;
+    for profile in [Profile::X86_VNNI, Profile::TENSORRT] {
+        let what = profile.name;
+        let float_opts = options(&g, profile).expect("statistics");
+        let mut io_opts = float_opts.clone();
+        io_opts.quantized_io = true;
+        let mut float_io = lower_graph_quantized(
+            g.clone(),
+            &target,
+            "float_io",
+            Some(Quantization::Static(float_opts)),
+        )
+        .expect("float-I/O build");
+        let mut int8_io = lower_graph_quantized(
+            g.clone(),
+            &target,
+            "int8_io",
+            Some(Quantization::Static(io_opts)),
+        )
+        .expect("int8-I/O build");
+        let (input, output) = (&int8_io.model.inputs[0], &int8_io.model.outputs[0]);
+        assert_eq!(input.dtype, qcc_ir::DType::U8, "{what}");
+        assert_eq!(output.dtype, qcc_ir::DType::U8, "{what}");
+        let (in_scale, in_zp) = input.quantization.expect("input parameters");
+        let (out_scale, out_zp) = output.quantization.expect("output parameters");
+        let api_in = qcc_ir::QParams::per_tensor(qcc_ir::DType::U8, in_scale, in_zp).unwrap();
+        let api_out = qcc_ir::QParams::per_tensor(qcc_ir::DType::U8, out_scale, out_zp).unwrap();
+        let xq = qcc_ir::eval::eval_op(&Op::QuantizeLinear(api_in), &[x])
+            .expect("quantize")
+            .remove(0);
+
+        let float_jit = JitModel::new(&mut float_io).expect("JIT");
+        let expected = float_jit.run(&[x]).expect("runs").remove(0).1;
+        let expected_map: HashMap<String, Tensor> =
+            [(inputs[0].0.clone(), xq.clone())].into_iter().collect();
+        let reference = qcc_ir::eval::run(&int8_io.graph, &expected_map).expect("interpreter");
+        let int8_jit = JitModel::new(&mut int8_io).expect("JIT");
+        let yq = int8_jit.run(&[&xq]).expect("runs").remove(0).1;
+        assert_eq!(
+            yq, reference[0],
+            "{what}: compiled quantized I/O vs the interpreter"
+        );
+        let y = qcc_ir::eval::eval_op(&Op::DequantizeLinear(api_out), &[&yq])
+            .expect("dequantize")
+            .remove(0);
+        assert_eq!(
+            y, expected,
+            "{what}: dequantized u8 output vs the float-I/O build"
+        );
+        println!(
+            "{what}: input u8 scale {in_scale} zp {in_zp}, output scale {out_scale} zp {out_zp}"
+        );
+    }
 }

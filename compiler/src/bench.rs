@@ -94,7 +94,10 @@ pub fn bench(
     if options.threads == 0 {
         return Err(DriverError::Other("--threads must be at least 1".into()));
     }
-    let one_thread = |start_gate: &std::sync::Barrier| -> Result<Vec<Duration>, DriverError> {
+    // Each thread times its own measured phase: the main thread can be descheduled past the
+    // start gate, and on short runs the workers finish before it reads the clock.
+    type Phase = (Vec<Duration>, Instant, Instant);
+    let one_thread = |start_gate: &std::sync::Barrier| -> Result<Phase, DriverError> {
         let mut outputs = model.output_buffers();
         let mut workspace = model.workspace();
         for _ in 0..options.warmup {
@@ -111,7 +114,7 @@ pub fn bench(
                 }
             };
             if done {
-                return Ok(latencies);
+                return Ok((latencies, begin, Instant::now()));
             }
             let t = Instant::now();
             model.run_buffers(inputs, &mut outputs, &mut workspace)?;
@@ -119,12 +122,11 @@ pub fn bench(
         }
     };
     let gate = std::sync::Barrier::new(options.threads + 1);
-    let (per_thread, wall) = std::thread::scope(|scope| {
+    let per_thread = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..options.threads)
             .map(|_| scope.spawn(|| one_thread(&gate)))
             .collect();
         gate.wait();
-        let begin = Instant::now();
         let results: Vec<_> = handles
             .into_iter()
             .map(|h| {
@@ -132,12 +134,20 @@ pub fn bench(
                     .map_err(|_| DriverError::Other("a benchmark thread panicked".into()))
             })
             .collect();
-        (results, begin.elapsed())
+        results
     });
     let mut latencies = Vec::new();
+    let mut span: Option<(Instant, Instant)> = None;
     for result in per_thread {
-        latencies.extend(result??);
+        let (times, begin, end) = result??;
+        latencies.extend(times);
+        span = Some(match span {
+            Some((b, e)) => (b.min(begin), e.max(end)),
+            None => (begin, end),
+        });
     }
+    // The measured phase: from the first thread's start to the last thread's end.
+    let wall = span.map_or(Duration::ZERO, |(b, e)| e.duration_since(b));
     latencies.sort();
     Ok(BenchResult {
         latencies,

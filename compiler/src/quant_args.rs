@@ -31,12 +31,27 @@ pub enum QuantMode {
     Dynamic,
 }
 
+/// `--io`: what the compiled model takes and returns.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoMode {
+    /// The model's own f32 inputs and outputs, quantized and dequantized inside.
+    #[default]
+    Float,
+    /// Inputs and outputs quantized at the model's boundary are exposed as u8, with their
+    /// scale and zero point in the header (static mode).
+    Int8,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct QuantArgs {
     /// static: activation ranges from calibration statistics; dynamic: measured per tensor
     /// at run time (no statistics; convolutions and matrix products in int8, the rest fp32).
     #[arg(long, value_enum, default_value_t = QuantMode::Static)]
     pub mode: QuantMode,
+    /// int8: the model takes and returns its quantized (u8) tensors where its boundary is
+    /// quantized; float (default): f32, quantized inside.
+    #[arg(long, value_enum, default_value_t = IoMode::Float)]
+    pub io: IoMode,
     /// Calibration statistics from `qcc calibrate` (int8 targets).
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
@@ -74,6 +89,7 @@ impl Default for QuantArgs {
     fn default() -> QuantArgs {
         QuantArgs {
             mode: QuantMode::Static,
+            io: IoMode::Float,
             stats: None,
             calibrate: None,
             calibrate_samples: None,
@@ -88,6 +104,7 @@ impl Default for QuantArgs {
 impl QuantArgs {
     fn any_given(&self) -> bool {
         self.mode != QuantMode::Static
+            || self.io != IoMode::Float
             || self.stats.is_some()
             || self.calibrate.is_some()
             || self.profile.is_some()
@@ -110,7 +127,7 @@ impl QuantArgs {
         if self.any_given() {
             return Err(DriverError::Other(format!(
                 "{} is already quantized (it has QuantizeLinear/DequantizeLinear or QLinear \
-                 ops): it compiles with its own parameters; drop --mode, --stats, \
+                 ops): it compiles with its own parameters; drop --mode, --io, --stats, \
                  --calibrate, --profile and --exclude",
                 model.display()
             )));
@@ -136,8 +153,8 @@ impl QuantArgs {
         if target.precision() != Precision::Int8 {
             if self.any_given() {
                 return Err(DriverError::Other(format!(
-                    "--mode, --stats, --calibrate, --profile and --exclude are for int8 \
-                     targets; {} computes in {}",
+                    "--mode, --io, --stats, --calibrate, --profile and --exclude are for \
+                     int8 targets; {} computes in {}",
                     target.name(),
                     target.precision().name()
                 )));
@@ -152,6 +169,13 @@ impl QuantArgs {
                 return Err(DriverError::Other(
                     "--mode dynamic measures activation ranges at run time: drop --stats and \
                      --calibrate"
+                        .into(),
+                ));
+            }
+            if self.io != IoMode::Float {
+                return Err(DriverError::Other(
+                    "--io int8 needs static quantization: with --mode dynamic every layer \
+                     takes and returns f32"
                         .into(),
                 ));
             }
@@ -209,6 +233,7 @@ impl QuantArgs {
                 activations: method("activation-range", &self.activation_range)?,
             },
             exclude: self.exclude.clone(),
+            quantized_io: self.io == IoMode::Int8,
         })
     }
 }
@@ -219,4 +244,59 @@ pub fn read_stats(path: &Path) -> Result<CalibrationStats, DriverError> {
         .map_err(|e| DriverError::Other(format!("--stats {}: {e}", path.display())))?;
     CalibrationStats::from_json(&text)
         .map_err(|e| DriverError::Other(format!("--stats {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int8() -> Target {
+        Target::parse("x86_64-int8").expect("target")
+    }
+
+    #[test]
+    fn dynamic_mode_needs_no_statistics_and_refuses_them_and_quantized_io() {
+        let model = Path::new("m.onnx");
+        let args = QuantArgs {
+            mode: QuantMode::Dynamic,
+            ..QuantArgs::default()
+        };
+        match args.options(model, &int8()) {
+            Ok(Some(Quantization::Dynamic(d))) => assert_eq!(d.profile.name, "x86-vnni"),
+            other => panic!("expected dynamic options, got {other:?}"),
+        }
+        let with_stats = QuantArgs {
+            stats: Some(PathBuf::from("s.json")),
+            ..args.clone()
+        };
+        let err = with_stats.options(model, &int8()).unwrap_err().to_string();
+        assert!(err.contains("--stats"), "{err}");
+        let with_io = QuantArgs {
+            io: IoMode::Int8,
+            ..args
+        };
+        let err = with_io.options(model, &int8()).unwrap_err().to_string();
+        assert!(err.contains("--io int8"), "{err}");
+    }
+
+    #[test]
+    fn mode_and_io_on_a_float_target_are_errors() {
+        let fp32 = Target::parse("x86_64-fp32").expect("target");
+        for args in [
+            QuantArgs {
+                mode: QuantMode::Dynamic,
+                ..QuantArgs::default()
+            },
+            QuantArgs {
+                io: IoMode::Int8,
+                ..QuantArgs::default()
+            },
+        ] {
+            let err = args
+                .options(Path::new("m.onnx"), &fp32)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("int8 targets"), "{err}");
+        }
+    }
 }

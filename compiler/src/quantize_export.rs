@@ -121,6 +121,13 @@ pub fn quantize_model(
             target.name()
         )));
     }
+    if quant.io != crate::quant_args::IoMode::Float {
+        return Err(DriverError::Other(
+            "qcc quantize writes a QDQ model with the original float inputs and outputs; drop \
+             --io"
+                .into(),
+        ));
+    }
     let options = quant.static_options(model, target)?;
     let graph = driver::load_model(model, 1)?;
     let quantized = quantize_graph(graph, target, options)
@@ -188,6 +195,7 @@ mod tests {
             stats: Arc::new(stats),
             methods: RangeMethods::default(),
             exclude: Vec::new(),
+            quantized_io: false,
         };
         let target = int8_target(None).expect("target");
         let qdq = quantize_graph(graph, &target, options)

@@ -180,6 +180,7 @@ fn measure(f: &Fixture, profile_name: &str) -> Vec<Measured> {
         stats: f.stats.clone(),
         methods: RangeMethods::default(),
         exclude: Vec::new(),
+        quantized_io: false,
     };
     let qdq = quantize_export::quantize_graph(f.graph.clone(), &target, options.clone())
         .expect("quantize")
@@ -367,6 +368,7 @@ fn tvm_int8_differs_from_the_qdq_model_only_at_exact_ties_in_the_first_layer() {
         stats: f.stats.clone(),
         methods: RangeMethods::default(),
         exclude: Vec::new(),
+        quantized_io: false,
     };
     let qdq = quantize_export::quantize_graph(f.graph.clone(), &target, options.clone())
         .expect("quantize")

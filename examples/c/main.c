@@ -5,8 +5,9 @@
  * Run:
  *   ./app input0.npy [input1.npy ...] output0.npy [output1.npy ...]
  *
- * Reads each input from a float32 .npy file (C order, the model's shape), runs the model
- * once and writes each output as a float32 .npy file. Exit status 0 on success. */
+ * Reads each input from a .npy file (C order, the model's shape and element type: float32,
+ * or uint8 for the quantized inputs of a model compiled with --io int8), runs the model
+ * once and writes each output as a .npy file of its type. Exit status 0 on success. */
 
 #include <stdint.h>
 #include <stdio.h>
@@ -26,8 +27,15 @@ static int fail(const char *what, const char *path) {
     return 0;
 }
 
-/* Reads a float32 C-order .npy whose shape is `dims[rank]` into `data` (`bytes` long). */
-static int read_npy(const char *path, void *data, size_t bytes, int rank, const size_t *dims) {
+/* The .npy type string of a qcc element type name ("f32", "u8"). */
+static const char *npy_descr(const char *dtype) {
+    return strcmp(dtype, "u8") == 0 ? "|u1" : "<f4";
+}
+
+/* Reads a C-order .npy of type `descr` whose shape is `dims[rank]` into `data` (`bytes`
+ * long). */
+static int read_npy(const char *path, void *data, size_t bytes, int rank, const size_t *dims,
+                    const char *descr) {
     FILE *f = fopen(path, "rb");
     if (!f) return fail("cannot open", path);
     unsigned char magic[10];
@@ -49,7 +57,9 @@ static int read_npy(const char *path, void *data, size_t bytes, int rank, const 
         fclose(f);
         return fail("truncated header", path);
     }
-    int ok = strstr(header, "'descr': '<f4'") && strstr(header, "'fortran_order': False");
+    char want_descr[32];
+    snprintf(want_descr, sizeof want_descr, "'descr': '%s'", descr);
+    int ok = strstr(header, want_descr) && strstr(header, "'fortran_order': False");
     /* The shape, e.g. "(1, 3, 224, 224)", must equal the model's. */
     char expected[256];
     int len = snprintf(expected, sizeof expected, "'shape': (");
@@ -61,7 +71,7 @@ static int read_npy(const char *path, void *data, size_t bytes, int rank, const 
     free(header);
     if (!ok) {
         fclose(f);
-        fprintf(stderr, "app: %s: expected a float32 C-order array with %s\n", path, expected);
+        fprintf(stderr, "app: %s: expected a C-order array of '%s' with %s\n", path, descr, expected);
         return 0;
     }
     size_t got = fread(data, 1, bytes, f);
@@ -70,10 +80,11 @@ static int read_npy(const char *path, void *data, size_t bytes, int rank, const 
     return 1;
 }
 
-/* Writes `data` as a float32 .npy (format 1.0) of shape `dims[rank]`. */
-static int write_npy(const char *path, const void *data, size_t bytes, int rank, const size_t *dims) {
+/* Writes `data` as a .npy (format 1.0) of type `descr` and shape `dims[rank]`. */
+static int write_npy(const char *path, const void *data, size_t bytes, int rank, const size_t *dims,
+                     const char *descr) {
     char header[256];
-    int len = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+    int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
     for (int i = 0; i < rank; i++)
         len += snprintf(header + len, sizeof header - len, "%zu,%s", dims[i], i + 1 < rank ? " " : "");
     if (rank > 1) len -= 1; /* "(1, 3)" not "(1, 3,)"; a 1-D shape keeps its comma */
@@ -105,7 +116,8 @@ int main(int argc, char **argv) {
     void *outputs[NO > 0 ? NO : 1];
     for (int i = 0; i < NI; i++) {
         void *buffer = malloc(M(_input_sizes)[i] ? M(_input_sizes)[i] : 1);
-        if (!buffer || !read_npy(argv[1 + i], buffer, M(_input_sizes)[i], M(_input_ranks)[i], M(_input_shapes)[i]))
+        if (!buffer || !read_npy(argv[1 + i], buffer, M(_input_sizes)[i], M(_input_ranks)[i], M(_input_shapes)[i],
+                                 npy_descr(M(_input_dtypes)[i])))
             return 1;
         inputs[i] = buffer;
     }
@@ -123,7 +135,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (int i = 0; i < NO; i++)
-        if (!write_npy(argv[1 + NI + i], outputs[i], M(_output_sizes)[i], M(_output_ranks)[i], M(_output_shapes)[i]))
+        if (!write_npy(argv[1 + NI + i], outputs[i], M(_output_sizes)[i], M(_output_ranks)[i], M(_output_shapes)[i],
+                       npy_descr(M(_output_dtypes)[i])))
             return 1;
     free(workspace);
     for (int i = 0; i < NI; i++) free((void *)inputs[i]);

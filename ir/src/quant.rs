@@ -154,6 +154,30 @@ pub fn quant_range(dtype: DType) -> Option<(i64, i64)> {
     }
 }
 
+/// The parameters of an 8-bit (u8) graph input or output `v` of a model compiled with
+/// quantized I/O (the `quantized-io` pass): those of the QuantizeLinear that makes an output,
+/// or of the one DequantizeLinear that reads an input.
+pub fn io_qparams(graph: &crate::Graph, v: crate::ValueId) -> Option<QParams> {
+    use crate::{Op, ValueDef};
+    if graph.value(v).ty.dtype != DType::U8 {
+        return None;
+    }
+    if let ValueDef::Node { node, .. } = graph.value(v).def {
+        return match &graph.node(node).op {
+            Op::QuantizeLinear(p) => Some(p.clone()),
+            _ => None,
+        };
+    }
+    let readers = graph.consumers(v);
+    match readers.as_slice() {
+        [(n, _)] => match &graph.node(*n).op {
+            Op::DequantizeLinear(p) => Some(p.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,6 +85,17 @@ impl Graph {
     /// that cannot take its name).
     pub fn rebuild(
         &self,
+        rewrite: impl FnMut(&mut Rebuilder, &Node) -> Result<Vec<ValueId>, GraphError>,
+    ) -> Result<Graph, GraphError> {
+        self.rebuild_with_input_types(&HashMap::new(), rewrite)
+    }
+
+    /// As [`Graph::rebuild`], the inputs in `retyped` (old value → new element type) taking
+    /// their new type (same dims): the graph takes, say, quantized bytes where it took
+    /// floats, and `rewrite` makes the readers of those inputs fit.
+    pub fn rebuild_with_input_types(
+        &self,
+        retyped: &HashMap<ValueId, crate::DType>,
         mut rewrite: impl FnMut(&mut Rebuilder, &Node) -> Result<Vec<ValueId>, GraphError>,
     ) -> Result<Graph, GraphError> {
         let mut r = Rebuilder {
@@ -94,14 +105,15 @@ impl Graph {
         };
         for input in self.inputs() {
             let v = self.value(input.value);
+            let dtype = retyped.get(&input.value).copied().unwrap_or(v.ty.dtype);
             let new = r.new.add_input_declared(
                 v.name.clone(),
-                v.ty.dtype,
+                dtype,
                 input.declared.clone(),
                 v.ty.dims().first().copied().unwrap_or(1),
             )?;
             // Rebinding keeps the batch the graph had; a non-batch symbolic dim cannot exist here.
-            if r.new.value(new).ty != v.ty {
+            if r.new.value(new).ty.dims() != v.ty.dims() {
                 return Err(GraphError::Input {
                     name: v.name.clone(),
                     message: format!("rebuilt as {}, was {}", r.new.value(new).ty, v.ty),

@@ -128,6 +128,11 @@ fn add_default_passes(pm: &mut PassManager, opts: &PipelineOptions) {
     if let Some(Quantization::Dynamic(d)) = &opts.quantize {
         pm.add(crate::quant::QuantizeDynamic::new(d.clone()));
     }
+    if let Some(Quantization::Static(q)) = &opts.quantize {
+        if q.quantized_io {
+            pm.add(crate::quant::QuantizedIo::default());
+        }
+    }
 }
 
 /// The passes before quantization: canonical clean-up and batch-norm folding. Calibration
@@ -153,6 +158,8 @@ pub fn pipeline_from_names(
             add_default_passes(&mut pm, opts);
         } else if name == "expand-qlinear" {
             pm.add(crate::quant::ExpandQLinear);
+        } else if name == "quantized-io" {
+            pm.add(crate::quant::QuantizedIo::default());
         } else if name == "quantize-float-bias" {
             pm.add(crate::quant::QuantizeFloatBias::default());
         } else if name == "fold-dequantized-weights" {

@@ -107,6 +107,11 @@ pub fn c_header(info: &HeaderInfo) -> Result<String, String> {
                 t.name.escape_default()
             );
             let _ = writeln!(h, "#define {name}_{kind}_{i}_DTYPE \"{}\"", t.dtype.name());
+            if let Some((scale, zero_point)) = t.quantization {
+                // Shortest text that reads back as the same f32 (Rust's Display).
+                let _ = writeln!(h, "#define {name}_{kind}_{i}_SCALE {scale:?}f");
+                let _ = writeln!(h, "#define {name}_{kind}_{i}_ZERO_POINT {zero_point}");
+            }
             let _ = writeln!(h, "#define {name}_{kind}_{i}_RANK {}", t.dims.len());
             let _ = writeln!(h, "#define {name}_{kind}_{i}_SHAPE {{{}}}", dims.join(", "));
             let _ = writeln!(h, "#define {name}_{kind}_{i}_SIZE {}\n", t.bytes());
@@ -130,6 +135,11 @@ pub fn c_header(info: &HeaderInfo) -> Result<String, String> {
             h,
             "static const size_t {name}_{kind}_sizes[] = {{{}}};",
             list(&|t| t.bytes().to_string())
+        );
+        let _ = writeln!(
+            h,
+            "static const char *const {name}_{kind}_dtypes[] = {{{}}};",
+            list(&|t| format!("\"{}\"", t.dtype.name()))
         );
         let _ = writeln!(
             h,

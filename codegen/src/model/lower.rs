@@ -57,6 +57,9 @@ pub struct IoTensor {
     pub name: String,
     pub dims: Vec<usize>,
     pub dtype: DType,
+    /// For a u8 tensor of a model compiled with quantized I/O (`--io int8`): its scale and
+    /// zero point, `real = (q − zero_point)·scale`.
+    pub quantization: Option<(f32, i32)>,
 }
 
 impl IoTensor {
@@ -107,9 +110,15 @@ pub fn lower_graph(graph: &Graph, target: &Target, name: &str) -> Result<Lowered
             .iter()
             .map(|&v| {
                 let value = graph.value(v);
-                if value.ty.dtype != DType::F32 {
+                // u8 inputs and outputs are the quantized I/O of an int8 build, described by
+                // the Q/DQ next to them (`qcc_ir::quant::io_qparams`).
+                let quantization = qcc_ir::quant::io_qparams(graph, v)
+                    .filter(|_| int8_build)
+                    .map(|p| p.channel(0));
+                if value.ty.dtype != DType::F32 && quantization.is_none() {
                     return Err(graph_error(format!(
-                        "input/output '{}' is {}; the fp32 back end compiles f32 tensors only",
+                        "input/output '{}' is {}; compiled models take and return f32 tensors \
+                         (u8 only for the quantized I/O of an int8 build, --io int8)",
                         value.name,
                         value.ty.dtype.name()
                     )));
@@ -118,6 +127,7 @@ pub fn lower_graph(graph: &Graph, target: &Target, name: &str) -> Result<Lowered
                     name: value.name.clone(),
                     dims: value.ty.dims().to_vec(),
                     dtype: value.ty.dtype,
+                    quantization,
                 })
             })
             .collect()

@@ -55,6 +55,9 @@ pub struct QuantizeOptions {
     /// Node-name patterns (`*` matches any run of characters) of nodes kept in fp32. A
     /// pattern that matches no node is an error.
     pub exclude: Vec<String>,
+    /// `--io int8`: after realization the `quantized-io` pass exposes the quantized inputs
+    /// and outputs (u8) instead of f32 ones.
+    pub quantized_io: bool,
 }
 
 /// The pass.
