@@ -56,12 +56,12 @@ class NpyReader(CalibrationDataReader):
         self.next = 0
 
 
-def run_model(path: Path, input_name: str, samples: np.ndarray) -> np.ndarray:
+def run_model(path: Path, input_name: str, samples: np.ndarray, batch: int = BATCH) -> np.ndarray:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    outs = [sess.run(None, {input_name: samples[i : i + BATCH]})[0]
-            for i in range(0, len(samples), BATCH)]  # fmt: skip
+    outs = [sess.run(None, {input_name: samples[i : i + batch]})[0]
+            for i in range(0, len(samples), batch)]  # fmt: skip
     return np.concatenate(outs)
 
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The int8 accuracy suite (issue #5): trained networks from PyPI packages, real images,
-# fp32-vs-int8 agreement for qcc and for onnxruntime's quantize_static; writes ACCURACY.md.
+# fp32-vs-int8 agreement for qcc and for onnxruntime's quantize_static / quantize_dynamic;
+# writes ACCURACY.md.
 #   1. scripts/accuracy/setup.sh     venv, images, models, calib/eval arrays (idempotent)
-#   2. scripts/accuracy/ort_baseline.py   ORT fp32 + ORT int8 numbers (ort.json)
-#   3. per model: qcc calibrate, then qcc compare --json (qcc.json), or, where qcc has
-#      no `compare` yet, qcc run per batch/sample scored by qcc_outputs.py (qcc_run.json)
+#   2. scripts/accuracy/ort_baseline.py   ORT fp32 + ORT static int8 numbers (ort.json)
+#      scripts/accuracy/ort_dynamic.py    ORT quantize_dynamic numbers (ort_dynamic.json)
+#   3. per model: qcc compare --mode dynamic --json (qcc_dynamic.json) and, for labelled
+#      models, qcc run --mode dynamic scored by qcc_outputs.py (qcc_dynamic_run.json);
+#      then qcc calibrate and qcc compare --json (qcc.json, qcc_mse.json), or, where qcc
+#      has no `compare` yet, qcc run per batch/sample scored by qcc_outputs.py (qcc_run.json)
 #   4. scripts/accuracy/report.py    ACCURACY.md (only measured numbers; "not run" otherwise)
 # Environment:
 #   QCC            qcc binary (default: ${CARGO_TARGET_DIR:-target}/release/qcc); it is
@@ -28,10 +32,12 @@ models=($MODELS)
 
 bash "$HERE/setup.sh"
 "$VPY" "$HERE/ort_baseline.py" --root "$ROOT" "${models[@]}"
+"$VPY" "$HERE/ort_dynamic.py" --root "$ROOT" "${models[@]}"
 
-# Records why a model's qcc cells stay "not run" (report.py prints it).
+# Records why a model's qcc cells stay "not run" (report.py prints it); $3 picks the
+# status file (qcc_dynamic_status.txt for the dynamic column).
 skip() {
-    echo "$2" >"$ROOT/$1/qcc_status.txt"
+    echo "$2" >"$ROOT/$1/${3:-qcc_status.txt}"
     echo "accuracy: $1: qcc skipped: $2" >&2
 }
 # Runs a qcc command with its stderr shown and kept in $d/qcc.log (for skip's reason).
@@ -46,10 +52,43 @@ last_error() { grep -v '^\s*$' "$d/qcc.log" | grep -m1 -i 'error' || tail -n1 "$
 for key in "${models[@]}"; do
     d=$ROOT/$key
     model=$ROOT/models/$key.onnx
-    rm -f "$d/qcc.json" "$d/qcc_run.json" "$d/qcc_status.txt"
+    rm -f "$d/qcc.json" "$d/qcc_mse.json" "$d/qcc_run.json" "$d/qcc_status.txt" \
+        "$d/qcc_dynamic.json" "$d/qcc_dynamic_run.json" "$d/qcc_dynamic_status.txt" \
+        "$d/qcc_dynamic_report.txt"
     if [[ ! -x $QCC ]]; then
         skip "$key" "no qcc binary at $QCC (cargo build --release, or set QCC)"
+        skip "$key" "no qcc binary at $QCC" qcc_dynamic_status.txt
         continue
+    fi
+    # Dynamic quantization: no statistics; each conv/matmul input is quantized per
+    # tensor at run time with its range in that run.
+    if "$QCC" compare --help 2>/dev/null | grep -q -- '--mode'; then
+        echo "accuracy: $key: $QCC compare $model --target $TARGET --mode dynamic" \
+            "--data $d/eval.npy --layer-samples 1 --json"
+        if qcc_logged "$QCC" compare "$model" --target "$TARGET" --mode dynamic \
+            --data "$d/eval.npy" --layer-samples 1 --json >"$d/qcc_dynamic.json.tmp"; then
+            mv "$d/qcc_dynamic.json.tmp" "$d/qcc_dynamic.json"
+            # Which layers run in int8: compile's --report lists every kernel (compare's
+            # layer list names only tensors that keep their fp32 name).
+            obj=$(mktemp -d)
+            "$QCC" compile "$model" --target "$TARGET" --mode dynamic -o "$obj" --report \
+                >"$d/qcc_dynamic_report.txt" 2>/dev/null || rm -f "$d/qcc_dynamic_report.txt"
+            rm -rf "$obj"
+            # compare writes no outputs: label accuracy from `qcc run --mode dynamic`, one
+            # sample per run (one compile each), where the model has labels.
+            if [[ -f $d/eval_labels.npy ]]; then
+                "$VPY" "$HERE/qcc_outputs.py" --qcc "$QCC" --target "$TARGET" --root "$ROOT" \
+                    --mode dynamic "$key" ||
+                    echo "accuracy: $key: qcc run --mode dynamic failed: no label accuracy" >&2
+            fi
+        else
+            rm -f "$d/qcc_dynamic.json.tmp"
+            skip "$key" "qcc compare --mode dynamic failed: $(last_error)" \
+                qcc_dynamic_status.txt
+        fi
+    else
+        skip "$key" "this qcc's compare has no --mode (dynamic quantization)" \
+            qcc_dynamic_status.txt
     fi
     echo "accuracy: $key: $QCC calibrate $model --data $d/calib.npy -o $d/stats.json"
     if ! qcc_logged "$QCC" calibrate "$model" --data "$d/calib.npy" -o "$d/stats.json"; then
