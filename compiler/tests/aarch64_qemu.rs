@@ -8,9 +8,11 @@
 //!   L2 difference exactly 0, no element differs. So the test asserts bit equality. (The JIT
 //!   side is the fixed-ISA `x86_64-fp32`, not `native-fp32`, so the comparison does not depend on
 //!   whether the test machine has FMA.)
-//! - int8: `aarch64-int8` and `aarch64-int8+i8mm` against the `x86_64-int8` JIT with the same
-//!   calibration statistics and the same profile: every int8 kernel follows one integer
-//!   rounding policy (qcc_ir::requant), so the outputs must agree bit for bit.
+//! - int8: `aarch64-int8` (`sdot`) and `aarch64-int8+i8mm` (`usdot`) against the
+//!   `x86_64-int8` JIT (`vpdpbusd`) with the same calibration statistics and the same
+//!   profile: every int8 kernel follows one integer rounding policy (qcc_ir::requant), so
+//!   the outputs must agree bit for bit. Also `--mode dynamic` (the integer kernels with
+//!   the float epilogue).
 //!
 //! Cost under qemu 7.2 (measured, one core): resnet18 fp32 ~17 s of CPU (qemu emulates float
 //! NEON lane by lane in helpers), resnet18 int8 ~4 s, mobilenetv2 int8 ~1 s; each int8 compile
@@ -256,6 +258,23 @@ fn int8_matches_jit_bit_for_bit(zoo: &str, profile: &str, targets: &[&str], test
     }
 }
 
+/// `targets` compiled with `--mode dynamic` (run-time activation ranges, no statistics), each
+/// against one `x86_64-int8` JIT run of the same: the integer kernels with the float
+/// epilogue, whose float steps are each rounded once, the same on both machines.
+fn dynamic_int8_matches_jit_bit_for_bit(zoo: &str, targets: &[&str], test: &str) {
+    if !cross_tools_present(test) {
+        return;
+    }
+    let case = Case::new(zoo, &format!("{zoo}-int8-dynamic"));
+    let options = ["--mode".to_string(), "dynamic".to_string()];
+    let from_jit = case.jit_outputs("x86_64-int8", &options);
+    for target in targets {
+        let from_qemu = case.qemu_outputs(target, &options);
+        let what = format!("{zoo} {target} --mode dynamic");
+        case.assert_bit_equal(&what, &from_qemu, &from_jit);
+    }
+}
+
 #[test]
 fn tiny_cnn_aarch64_fp32_matches_x86_jit_bit_for_bit() {
     fp32_matches_jit_bit_for_bit("tiny-cnn", "tiny_cnn_aarch64_fp32");
@@ -294,5 +313,16 @@ fn resnet18_aarch64_int8_tensorrt_profile_matches_x86_jit_bit_for_bit() {
         "tensorrt",
         &["aarch64-int8"],
         "resnet18_aarch64_int8_tensorrt",
+    );
+}
+
+/// Dynamic quantization: `sdot` kernels compensating the run-time zero point `zx − 128`
+/// (padding taps read the run-time zero point through the flipping im2col packer).
+#[test]
+fn resnet18_aarch64_int8_dynamic_matches_x86_jit_bit_for_bit() {
+    dynamic_int8_matches_jit_bit_for_bit(
+        "resnet18",
+        &["aarch64-int8"],
+        "resnet18_aarch64_int8_dynamic",
     );
 }

@@ -469,7 +469,7 @@ impl Target {
             ("aarch64-fp32", "Armv8.0-A with NEON, f32x4 kernels"),
             (
                 "aarch64-int8",
-                "Armv8.2-A dot product; int8 kernels with widening multiplies (no sdot yet)",
+                "Armv8.2-A dot product, int8 kernels with sdot (activations flipped to s8)",
             ),
             (
                 "aarch64-int8+i8mm",

@@ -14,13 +14,21 @@
 //! the input tensor, the four rows are loaded as vectors and transposed with byte and word
 //! unpacks (`punpck*`); otherwise each byte is loaded through a per-pixel offset, padding
 //! taps reading the input zero point from the stack (so they contribute `(zx − zx)·w = 0`).
+//!
+//! With `sdot` the packer stores every byte flipped (`x − 128`, what the micro-kernel
+//! multiplies): the transposed vectors as they are stored, a gathered group once it is
+//! complete. Padding taps are flipped with the rest, so they still contribute
+//! `(zx − zx)·w`: the lowerings compensate `zx − 128`. Flipping while packing costs one
+//! `eor` per 16 bytes per panel, not per row block of the product.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::FunctionBuilder;
 
 use super::dynamic_epilogue::{FloatOperands, FloatStage};
-use super::microkernel::{shuffle_mask, BlockEpilogue, QMicroKernel, QPanelOperands, K_GROUP};
+use super::microkernel::{
+    flip_with, shuffle_mask, BlockEpilogue, QMicroKernel, QPanelOperands, K_GROUP,
+};
 use super::residual::EXTRA_RECORD_BYTES;
 use super::rowsum::emit_panel_sums;
 use crate::lower::conv::{panel_pixels, walk_panels};
@@ -284,6 +292,7 @@ impl QConvKernel {
         channels: usize,
     ) {
         let nr = self.micro.nr() as usize;
+        let group_bytes = K_GROUP * nr;
         let pad_value = match self.input_zero_point {
             Some(zero_point) => b.ins().iconst(types::I8, i64::from(zero_point as i8)),
             None => b.ins().load(types::I8, flags(), group.pad, 0),
@@ -302,6 +311,14 @@ impl QConvKernel {
                 b.ins().store(flags(), value, dst, (4 * j + ci) as i32);
             }
         }
+        // The whole group at once (`NR` is a multiple of 4: whole vectors).
+        if let Some(mask) = self.micro.dot.flip_mask(b, types::I8X16) {
+            for at in (0..group_bytes).step_by(16) {
+                let bytes = b.ins().load(types::I8X16, flags(), dst, at as i32);
+                let bytes = flip_with(b, bytes, Some(mask));
+                b.ins().store(flags(), bytes, dst, at as i32);
+            }
+        }
     }
 
     /// Four planes' `NR` contiguous bytes at `src + c·plane` → `NR` pixels × 4 channels at
@@ -312,6 +329,7 @@ impl QConvKernel {
         let bytes_high = interleave_mask(b, 1, true);
         let words_low = interleave_mask(b, 2, false);
         let words_high = interleave_mask(b, 2, true);
+        let flip = self.micro.dot.flip_mask(b, types::I8X16);
         for start in (0..nr).step_by(16) {
             let rows: Vec<Value> = (0..K_GROUP as i64)
                 .map(|c| {
@@ -334,6 +352,7 @@ impl QConvKernel {
                 }
             }
             for (o, &vector) in pixel_vectors.iter().enumerate() {
+                let vector = flip_with(b, vector, flip);
                 b.ins()
                     .store(flags(), vector, dst, (4 * start + 16 * o) as i32);
             }

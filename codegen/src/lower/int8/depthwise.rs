@@ -9,7 +9,9 @@
 //!   padding taps contribute `zx·w`, which the compensated bias (`bias − zx·Σw`, see
 //!   `super`) removes exactly as it removes `zx·w` from the real taps: every tap adds
 //!   `(x − zx)·w`. The padding cells are the same for every plane: the whole scratch is
-//!   filled with `zx` once per call and only the interior is rewritten per plane.
+//!   filled with `zx` once per call and only the interior is rewritten per plane. With
+//!   `sdot` every scratch byte, padding included, is stored flipped (`x − 128`, s8) and the
+//!   bias compensates `zx − 128`: the same `(x − zx)·w` per tap.
 //! - Outputs are computed four pixels of one row per i32x4 vector, as four-tap dot products
 //!   (`vpdpbusd` where the target has VNNI): the taps of one kernel row are split into
 //!   chunks of at most four ([`TapChunk`]), and one dot product with a chunk's four weights
@@ -36,7 +38,7 @@ use std::sync::Arc;
 use cranelift_codegen::ir::{types, Immediate, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
-use super::microkernel::{little, shuffle_mask, DotProduct, QMicroKernel, RowOperand};
+use super::microkernel::{flip_with, little, shuffle_mask, DotProduct, QMicroKernel, RowOperand};
 use super::requant::{requant_records, OutputStage, RECORD_BYTES};
 use super::{
     check_input_zero_point, compensated_bias, int8_spec, residual, unsupported, QConvParams,
@@ -325,7 +327,7 @@ impl QDepthwiseKernel {
             let dst_offset = b.ins().imul_imm_s(r, self.plane.pitch as i64);
             let dst = b.ins().iadd(scratch, dst_offset);
             let dst = b.ins().iadd_imm_s(dst, i64::from(first));
-            copy_bytes(b, pointer, src, dst, g.in_w);
+            copy_bytes(b, pointer, self.dot.dot, (src, dst), g.in_w);
         });
         Ok(())
     }
@@ -368,6 +370,7 @@ impl QDepthwiseKernel {
                         Some(mask) => b.ins().shuffle(x, x, mask),
                         None => x,
                     };
+                    // Flipped for `sdot` by the copy into scratch.
                     let x = self.dot.prepare(b, x, false);
                     *acc = self.dot.dot(b, w, x, *acc);
                 }
@@ -454,16 +457,19 @@ impl QDepthwiseKernel {
     }
 }
 
-/// Copies `len` bytes (a compile-time count) from `src` to `dst`: 16-byte vectors, the last
-/// one overlapping the previous when `len` is not a multiple of 16; shorter rows in 8-, 4-,
-/// 2- and 1-byte pieces. Never touches a byte outside either range.
-fn copy_bytes(b: &mut FunctionBuilder, pointer: types::Type, src: Value, dst: Value, len: usize) {
+/// Copies `len` bytes (a compile-time count) from `src` to `dst` through `dot`'s
+/// [`DotProduct::flip`]: 16-byte vectors, the last one overlapping the previous when `len`
+/// is not a multiple of 16 (flipping a source byte again, never a copied one); shorter rows
+/// in 8-, 4-, 2- and 1-byte pieces. Never touches a byte outside either range.
+fn copy_bytes(
+    b: &mut FunctionBuilder,
+    pointer: types::Type,
+    dot: DotProduct,
+    (src, dst): (Value, Value),
+    len: usize,
+) {
     // Rows up to this many vectors are unrolled; longer ones loop.
     const UNROLLED_VECTORS: usize = 8;
-    let copy_vector = |b: &mut FunctionBuilder, src: Value, dst: Value, at: i32| {
-        let v = b.ins().load(types::I8X16, flags(), src, at);
-        b.ins().store(flags(), v, dst, at);
-    };
     if len < VECTOR_BYTES {
         let mut at = 0;
         for (size, ty) in [
@@ -474,12 +480,19 @@ fn copy_bytes(b: &mut FunctionBuilder, pointer: types::Type, src: Value, dst: Va
         ] {
             if len - at >= size {
                 let v = b.ins().load(ty, flags(), src, at as i32);
+                let v = dot.flip(b, v);
                 b.ins().store(flags(), v, dst, at as i32);
                 at += size;
             }
         }
         return;
     }
+    let mask = dot.flip_mask(b, types::I8X16);
+    let copy_vector = |b: &mut FunctionBuilder, src: Value, dst: Value, at: i32| {
+        let v = b.ins().load(types::I8X16, flags(), src, at);
+        let v = flip_with(b, v, mask);
+        b.ins().store(flags(), v, dst, at);
+    };
     let vectors = len / VECTOR_BYTES;
     if vectors <= UNROLLED_VECTORS {
         for i in 0..vectors {
@@ -558,11 +571,11 @@ impl Kernel for QDepthwiseKernel {
         let pointer = context.pointer;
         let masks = self.masks(b);
 
-        // The padding cells (and the slack) hold zx for the whole call.
-        let zx = b
-            .ins()
-            .iconst(types::I8, i64::from(self.input_zero_point as i8));
+        // The padding cells (and the slack) hold zx for the whole call (flipped like every
+        // scratch byte for `sdot`).
+        let zx = b.ins().iconst(types::I8, i64::from(self.input_zero_point));
         let zx = b.ins().splat(types::I8X16, zx);
+        let zx = self.dot.dot.flip(b, zx);
         let zero = b.ins().iconst(pointer, 0);
         let fill_end = b.ins().iconst(pointer, self.plane.bytes as i64);
         counted_loop(b, pointer, zero, fill_end, VECTOR_BYTES as i64, |b, i| {
@@ -725,7 +738,7 @@ pub fn lower_qdepthwise_with(
         g.out_channels,
         taps,
         params.bias,
-        params.input_zero_point,
+        params.input_zero_point - dot.activation_offset(),
         |c, k| weight[c * taps + k],
     )
     .map_err(fail)?;

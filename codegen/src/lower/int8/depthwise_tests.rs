@@ -10,7 +10,7 @@ use qcc_ir::requant::FixedPoint;
 use qcc_ir::{ConvAttrs, DType, Op, Padding, QParams, Tensor, TensorType};
 
 use super::super::tests::{no_vnni, same_bytes, vnni, Bytes, ConvCase};
-use super::super::{lower_qconv, OutputQuant, QConvParams, ResidualQuant};
+use super::super::{lower_qconv, with_dot_product, OutputQuant, QConvParams, ResidualQuant};
 use super::*;
 use crate::emit::disassemble_kernel;
 use crate::lower::KernelContext;
@@ -281,6 +281,12 @@ proptest! {
     fn qdepthwise_without_vnni_equals_interpreter((case, quant) in case_with_quant()) {
         check(&no_vnni(), &case, &quant)?;
     }
+
+    /// aarch64's `sdot` kernel (flipped scratch plane) on the JIT.
+    #[test]
+    fn qdepthwise_sdot_equals_interpreter((case, quant) in case_with_quant()) {
+        with_dot_product(DotProduct::Sdot, || check(&vnni(), &case, &quant))?;
+    }
 }
 
 fn fixed_quant(channels: usize) -> Quant {
@@ -461,12 +467,42 @@ fn inner_loop_is_dot_products_with_or_without_shuffles() {
             let (wanted, count) = match dot {
                 DotProduct::Vnni => ("vpdpbusd", per_block),
                 DotProduct::Widening => ("pmaddwd", 2 * per_block),
-                DotProduct::Usdot => unreachable!("x86 targets only in this test"),
+                DotProduct::Usdot | DotProduct::Sdot => unreachable!("x86 targets only here"),
             };
             assert!(
                 code.matches(wanted).count() >= count,
                 "{}: fewer than {count} {wanted}:\n{code}",
                 target.name()
+            );
+        }
+    }
+}
+
+/// aarch64: each of a 3×3 block's `3 × block_vectors` dot products is one `sdot` (flipped
+/// scratch plane) with the dot-product extension, one `usdot` with i8mm.
+#[test]
+fn aarch64_inner_loop_is_sdot_or_usdot() {
+    let direct = depthwise(1, 8, [20, 48], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1);
+    let shuffled = depthwise(1, 8, [20, 40], [3, 3], [1, 1], [1, 2], [1, 2, 1, 2], 1);
+    for case in [direct, shuffled] {
+        let g = case.geometry().expect("valid geometry");
+        let quant = fixed_quant(8);
+        let q = quant.realize();
+        let data = Data::new(&g, 1, &q);
+        for (name, dot, mnemonic) in [
+            ("aarch64-int8", DotProduct::Sdot, "sdot"),
+            ("aarch64-int8+i8mm", DotProduct::Usdot, "usdot"),
+        ] {
+            let target = Target::parse(name).expect("target parses");
+            assert_eq!(DotProduct::for_target(&target), dot);
+            let lowering = lower_qdepthwise(&target, &data.params(&g, &q, true)).expect("lowers");
+            let code = disassemble(&target, &lowering);
+            let per_block = 3 * block_vectors(dot);
+            // Whole words: `sdot` must not count `usdot`.
+            let count = code.split_whitespace().filter(|w| *w == mnemonic).count();
+            assert!(
+                count >= per_block,
+                "{name}: {count} {mnemonic}, fewer than {per_block}:\n{code}"
             );
         }
     }

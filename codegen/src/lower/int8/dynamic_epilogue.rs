@@ -4,9 +4,10 @@
 //!
 //! The kernels multiply the raw u8 bytes (padding taps read the run-time zero point), so
 //! `Σ (x − zx)·w = acc − zx·Σw[c]`, the compensation moved from the compile-time bias (static
-//! int8, `super`) into the epilogue. Per output channel (convolution) or column (matrix
-//! product), in the interpreter's order, every float step rounded once (no fused
-//! multiply-add):
+//! int8, `super`) into the epilogue. With `sdot` the bytes enter as `x − 128` and `zx` below
+//! is `zx − 128` (`DotProduct::activation_offset`). Per output channel (convolution) or
+//! column (matrix product), in the interpreter's order, every float step rounded once (no
+//! fused multiply-add):
 //!
 //! ```text
 //! a = acc − zx·Σw[c]                 i32, wrapping (exact modulo 2^32, like the interpreter)
@@ -222,7 +223,14 @@ impl FloatStage {
             ty: types::F32X4,
             fma: context.fma,
         };
+        // In the dot product's domain: `sdot` summed `x − 128`, so `acc − (zx − 128)·Σw`.
         let zero_point = b.ins().uload8(types::I32, flags(), float.zero_point, 0);
+        let offset = micro.dot.activation_offset();
+        let zero_point = if offset == 0 {
+            zero_point
+        } else {
+            b.ins().iadd_imm_s(zero_point, -i64::from(offset))
+        };
         let input_scale = b.ins().load(types::F32, flags(), float.scale, 0);
         let stack_buffer = |b: &mut FunctionBuilder| {
             let bytes = (16 * vectors) as u32;

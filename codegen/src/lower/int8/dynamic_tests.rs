@@ -349,6 +349,12 @@ proptest! {
     fn dynamic_conv_without_vnni_equals_the_interpreter((case, quant) in conv_with_quant()) {
         check_dynamic_conv(&no_vnni(), &case, &quant)?;
     }
+
+    /// aarch64's `sdot` kernel: the epilogue compensates the run-time `zx − 128`.
+    #[test]
+    fn dynamic_conv_sdot_equals_the_interpreter((case, quant) in conv_with_quant()) {
+        with_dot_product(DotProduct::Sdot, || check_dynamic_conv(&vnni(), &case, &quant))?;
+    }
 }
 
 #[test]
@@ -543,6 +549,11 @@ proptest! {
         quant in dynamic_quant(),
     ) {
         check_dynamic_gemm(&no_vnni(), &case, &quant)?;
+    }
+
+    #[test]
+    fn dynamic_gemm_sdot_equals_the_interpreter(case in gemm_case(), quant in dynamic_quant()) {
+        with_dot_product(DotProduct::Sdot, || check_dynamic_gemm(&vnni(), &case, &quant))?;
     }
 }
 

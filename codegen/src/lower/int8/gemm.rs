@@ -273,7 +273,7 @@ pub fn lower_qgemm_with(
         n,
         k,
         params.bias,
-        params.input_zero_point,
+        params.input_zero_point - choice.dot.activation_offset(),
         |j, kk| {
             if trans_b {
                 weight[j * k + kk]

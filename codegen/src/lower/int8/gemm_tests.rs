@@ -126,65 +126,85 @@ proptest! {
     fn qgemm_without_vnni_equals_reference((case, quant) in gemm_with_quant()) {
         check_gemm(&no_vnni(), &case, &quant)?;
     }
+
+    /// aarch64's `sdot` kernels (activation rows flipped per load) on the JIT.
+    #[test]
+    fn qgemm_sdot_equals_reference((case, quant) in gemm_with_quant()) {
+        with_dot_product(DotProduct::Sdot, || check_gemm(&vnni(), &case, &quant))?;
+    }
 }
 
 /// Activations 255 and weights −128 (and +127) everywhere: every product is ±32640, the worst
 /// case for a 16-bit intermediate sum (two products already overflow i16). A multiplier
-/// that maps the exact accumulator to about ±100 makes any lost bit visible.
+/// that maps the exact accumulator to about ±100 makes any lost bit visible. Activations 0
+/// are `sdot`'s extreme (flipped to −128: products up to 2^14).
 #[test]
 fn saturating_operands_are_exact_with_and_without_vnni() {
     for target in [vnni(), no_vnni()] {
-        for weight_value in [-128i8, 127] {
-            let conv = ConvCase {
-                batch: 1,
-                group: 1,
-                cin_g: 64,
-                cout_g: 5,
-                in_hw: [4, 13],
-                kernel: [3, 3],
-                strides: [1, 1],
-                dilations: [1, 1],
-                pads: [0; 4],
-                seed: 1,
-            };
-            let g = conv.geometry().expect("valid geometry");
-            let k = g.reduction();
-            let quant = Quant {
-                zx: 0,
-                output: OutputQuant {
-                    dtype: DType::I8,
-                    zero_point: 0,
-                    clamp: None,
-                },
-                exponents: vec![((32640.0 * k as f64 / 100.0).log2(), 0.0)],
-                with_bias: false,
-            };
-            let x = vec![255u8; g.batch * g.in_channels * g.in_h * g.in_w];
-            let w = vec![weight_value; g.out_channels * k];
-            let (got, want) = run_conv(&target, &g, &x, &w, None, &quant);
-            let expected = if weight_value < 0 { -100i8 } else { 99 };
-            assert_eq!(want[0] as i8, expected, "reference sanity");
-            same_bytes(&got, &want, &format!("conv on {}", target.name()))
-                .expect("conv saturation case");
+        check_saturating_operands(&target, 255);
+    }
+    for activation in [255, 0] {
+        with_dot_product(DotProduct::Sdot, || {
+            check_saturating_operands(&vnni(), activation)
+        });
+    }
+}
 
-            let case = GemmCase {
-                m: 3,
-                k: 1001,
-                n: 13,
-                trans_b: false,
-                seed: 1,
-            };
-            let quant = Quant {
-                exponents: vec![((32640.0 * case.k as f64 / 100.0).log2(), 0.0)],
-                ..quant
-            };
-            let a = vec![255u8; case.m * case.k];
-            let w = vec![weight_value; case.k * case.n];
-            let (got, want) = run_gemm(&target, &case, &a, &w, None, &quant);
-            assert_eq!(want[0] as i8, expected, "reference sanity");
-            same_bytes(&got, &want, &format!("gemm on {}", target.name()))
-                .expect("gemm saturation case");
-        }
+fn check_saturating_operands(target: &Target, activation: u8) {
+    for weight_value in [-128i8, 127] {
+        let conv = ConvCase {
+            batch: 1,
+            group: 1,
+            cin_g: 64,
+            cout_g: 5,
+            in_hw: [4, 13],
+            kernel: [3, 3],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [0; 4],
+            seed: 1,
+        };
+        let g = conv.geometry().expect("valid geometry");
+        let k = g.reduction();
+        let quant = Quant {
+            zx: 0,
+            output: OutputQuant {
+                dtype: DType::I8,
+                zero_point: 0,
+                clamp: None,
+            },
+            exponents: vec![((32640.0 * k as f64 / 100.0).log2(), 0.0)],
+            with_bias: false,
+        };
+        let x = vec![activation; g.batch * g.in_channels * g.in_h * g.in_w];
+        let w = vec![weight_value; g.out_channels * k];
+        let (got, want) = run_conv(target, &g, &x, &w, None, &quant);
+        let expected = match (activation, weight_value < 0) {
+            (0, _) => 0,
+            (_, true) => -100i8,
+            (_, false) => 99,
+        };
+        assert_eq!(want[0] as i8, expected, "reference sanity");
+        same_bytes(&got, &want, &format!("conv on {}", target.name()))
+            .expect("conv saturation case");
+
+        let case = GemmCase {
+            m: 3,
+            k: 1001,
+            n: 13,
+            trans_b: false,
+            seed: 1,
+        };
+        let quant = Quant {
+            exponents: vec![((32640.0 * case.k as f64 / 100.0).log2(), 0.0)],
+            ..quant
+        };
+        let a = vec![activation; case.m * case.k];
+        let w = vec![weight_value; case.k * case.n];
+        let (got, want) = run_gemm(target, &case, &a, &w, None, &quant);
+        assert_eq!(want[0] as i8, expected, "reference sanity");
+        same_bytes(&got, &want, &format!("gemm on {}", target.name()))
+            .expect("gemm saturation case");
     }
 }
 
@@ -294,7 +314,8 @@ fn assert_inner_loops_use(target: &Target, dot: DotProduct, mnemonic: &str) {
         if std::env::var_os("QCC_DUMP_INT8").is_some() {
             std::fs::write(format!("/tmp/int8_{what}.s"), &code).ok();
         }
-        let count = code.matches(mnemonic).count();
+        // Whole words: `sdot` must not count `usdot`.
+        let count = code.split_whitespace().filter(|w| *w == mnemonic).count();
         assert!(
             count >= per_loop,
             "{what}: {count} {mnemonic}, expected at least {per_loop}:\n{code}"
@@ -316,6 +337,13 @@ fn x86_64_int8_conv_and_gemm_inner_loops_use_vpdpbusd() {
 fn aarch64_i8mm_conv_and_gemm_inner_loops_use_usdot() {
     let target = Target::parse("aarch64-int8+i8mm").expect("target parses");
     assert_inner_loops_use(&target, DotProduct::Usdot, "usdot");
+}
+
+/// aarch64 with the dot-product extension only: the flipped s8 × s8 tree folds into `sdot`.
+#[test]
+fn aarch64_dotprod_conv_and_gemm_inner_loops_use_sdot() {
+    let target = Target::parse("aarch64-int8").expect("target parses");
+    assert_inner_loops_use(&target, DotProduct::Sdot, "sdot");
 }
 
 #[test]

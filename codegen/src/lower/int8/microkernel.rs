@@ -20,10 +20,19 @@
 //! the fallback for x86 without VNNI: both operands widened to i16 and multiplied pairwise
 //! into i32 (`pmaddwd`; each pair sums at most 2·128·255, never near 16 or 32 bits), then
 //! the pairs added in i32. No 16-bit saturating sum (`pmaddubsw`) is ever used.
+//!
+//! [`DotProduct::Sdot`] (aarch64 with the dot-product extension, without i8mm): Cranelift
+//! folds the tree into `sdot` only when both operands are signed, so every u8 activation
+//! enters flipped to s8, `x' = x − 128` (`x ^ 0x80`), and the lowerings add `128·Σw` back
+//! through the zero point they compensate (`zx − 128`, see
+//! [`DotProduct::activation_offset`]). Activations a kernel packs itself (the convolution's
+//! im2col panel, the depthwise scratch plane) are flipped once while packing
+//! ([`DotProduct::flip`]); activation rows read in place (the matrix product) once per
+//! broadcast, never per product. [`QMicroKernel::dot`] takes activations already flipped.
 
 use cranelift_codegen::ir::{
     types, ConstantData, Endianness, Immediate, InstBuilder, MemFlagsData, StackSlotData,
-    StackSlotKind, Value,
+    StackSlotKind, Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 
@@ -41,6 +50,12 @@ pub const K_GROUP: usize = 4;
 /// Cranelift allocates xmm0-15 on x86-64; a block needing more spills in its inner loop.
 const MAX_VECTOR_REGISTERS: u32 = 16;
 
+/// aarch64 has 32 vector registers (v0-v31): the dot products only it folds may use more.
+const MAX_VECTOR_REGISTERS_AARCH64: u32 = 32;
+
+/// The byte that flips a u8 to the s8 of [`DotProduct::Sdot`]: `x ^ 0x80 = x − 128`.
+const FLIP: i64 = 0x80;
+
 /// How four u8 × s8 products are summed into an i32 lane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DotProduct {
@@ -51,6 +66,9 @@ pub enum DotProduct {
     Usdot,
     /// Sign/zero extension to i16, `pmaddwd`-style pair products, i32 pair sums.
     Widening,
+    /// The tree with both operands signed, which Cranelift folds into aarch64's `sdot`
+    /// (Armv8.2 dot product): activations flipped to `x − 128` (see the module docs).
+    Sdot,
 }
 
 impl DotProduct {
@@ -59,7 +77,44 @@ impl DotProduct {
             DotProduct::Vnni => "dp4",
             DotProduct::Usdot => "usdot",
             DotProduct::Widening => "wmadd",
+            DotProduct::Sdot => "sdot",
         }
+    }
+
+    /// What the dot product subtracts from every u8 activation byte before multiplying
+    /// (128 for [`DotProduct::Sdot`], 0 otherwise). A kernel's accumulator is then
+    /// `Σ (x − offset)·w`, so the lowerings compensate the zero point `zx − offset` in
+    /// place of `zx`: `Σ (x − zx)·w = acc − (zx − offset)·Σw`.
+    pub fn activation_offset(self) -> i32 {
+        match self {
+            DotProduct::Sdot => 128,
+            DotProduct::Vnni | DotProduct::Usdot | DotProduct::Widening => 0,
+        }
+    }
+
+    /// u8 activation bytes (a scalar or a vector) into the dot product's domain: `x ^ 0x80`
+    /// for [`DotProduct::Sdot`], unchanged otherwise.
+    pub(super) fn flip(self, b: &mut FunctionBuilder, bytes: Value) -> Value {
+        let ty = b.func.dfg.value_type(bytes);
+        let mask = self.flip_mask(b, ty);
+        flip_with(b, bytes, mask)
+    }
+
+    /// The `0x80` bytes of type `ty` that [`flip_with`] xors with, `None` where the dot
+    /// product takes u8 as they are. Made once outside a loop: `opt_level=none` hoists
+    /// nothing, so a constant made inside is rematerialized on every use.
+    pub(super) fn flip_mask(self, b: &mut FunctionBuilder, ty: Type) -> Option<Value> {
+        if self != DotProduct::Sdot {
+            return None;
+        }
+        let lane = ty.lane_type();
+        let pattern = (0..lane.bytes()).fold(0i64, |p, _| (p << 8) | FLIP);
+        let mask = b.ins().iconst(lane, pattern);
+        Some(if ty.is_vector() {
+            b.ins().splat(ty, mask)
+        } else {
+            mask
+        })
     }
 
     /// The register block that fits the vector registers: the tree needs no temporaries
@@ -67,17 +122,27 @@ impl DotProduct {
     /// widening form keeps both i16 halves of each operand live.
     pub fn default_tile(self) -> Tile {
         match self {
-            DotProduct::Vnni | DotProduct::Usdot => Tile { rows: 4, cols: 12 },
+            DotProduct::Vnni | DotProduct::Usdot | DotProduct::Sdot => Tile { rows: 4, cols: 12 },
             DotProduct::Widening => Tile { rows: 3, cols: 8 },
         }
     }
 
-    /// Vector registers a `tile` needs in the inner loop.
+    /// Vector registers a `tile` needs in the inner loop (`sdot` also keeps the flip
+    /// constant).
     fn registers(self, tile: Tile) -> u32 {
         let vectors = tile.cols / LANES;
         match self {
             DotProduct::Vnni | DotProduct::Usdot => tile.rows * vectors + vectors + 1,
+            DotProduct::Sdot => tile.rows * vectors + vectors + 2,
             DotProduct::Widening => tile.rows * vectors + 2 * vectors + 2,
+        }
+    }
+
+    /// The vector registers of the ISA whose fold the dot product is for.
+    fn max_registers(self) -> u32 {
+        match self {
+            DotProduct::Usdot | DotProduct::Sdot => MAX_VECTOR_REGISTERS_AARCH64,
+            DotProduct::Vnni | DotProduct::Widening => MAX_VECTOR_REGISTERS,
         }
     }
 }
@@ -206,6 +271,8 @@ struct Cursors<'a> {
     a_step: i64,
     b: Variable,
     rows: u32,
+    /// The mask that flips activation rows for `sdot` ([`DotProduct::flip_mask`]).
+    flip: Option<Value>,
 }
 
 impl QMicroKernel {
@@ -226,13 +293,13 @@ impl QMicroKernel {
             ));
         }
         let registers = dot.registers(tile);
-        if registers > MAX_VECTOR_REGISTERS {
+        if registers > dot.max_registers() {
             return Err(format!(
                 "tile {}x{} needs {registers} vector registers with {}, more than {}",
                 tile.rows,
                 tile.cols,
                 dot.name(),
-                MAX_VECTOR_REGISTERS
+                dot.max_registers()
             ));
         }
         if k_unroll == 0 || k_unroll > 8 {
@@ -352,11 +419,16 @@ impl QMicroKernel {
                 var
             })
             .collect();
+        let flip = match self.rows {
+            RowOperand::ActivationRows { .. } => self.dot.flip_mask(b, types::I8X16),
+            RowOperand::WeightPanels => None,
+        };
         let cursors = Cursors {
             a: &a_cursors,
             a_step,
             b: b_cursor,
             rows,
+            flip,
         };
         let start = b.ins().iconst(pointer, 0);
         let unroll = self.k_unroll as usize;
@@ -430,7 +502,7 @@ impl QMicroKernel {
                     }
                 })
                 .collect();
-            self.multiply(b, accumulators, &columns, &broadcasts);
+            self.multiply(b, accumulators, &columns, &broadcasts, cursors.flip);
         }
         for (&var, &base) in cursors.a.iter().zip(&a_bases) {
             let next = b.ins().iadd_imm_s(base, cursors.a_step * i64::from(steps));
@@ -469,7 +541,7 @@ impl QMicroKernel {
                 Broadcast::Value(group)
             })
             .collect();
-        self.multiply(b, accumulators, &columns, &broadcasts);
+        self.multiply(b, accumulators, &columns, &broadcasts, cursors.flip);
     }
 
     /// `acc[r][v] += dot(broadcast r, column v)` with the operands in their signed/unsigned
@@ -480,6 +552,7 @@ impl QMicroKernel {
         accumulators: &[Variable],
         columns: &[Value],
         broadcasts: &[Broadcast],
+        flip: Option<Value>,
     ) {
         let weights_in_rows = self.rows == RowOperand::WeightPanels;
         let columns: Vec<Prepared> = columns
@@ -500,6 +573,13 @@ impl QMicroKernel {
                     b.ins().bitcast(types::I8X16, little(), splat)
                 }
             };
+            // Activation rows are read in place: flipped here, once per broadcast. (The
+            // convolution's im2col columns were flipped by its packer.)
+            let bytes = if weights_in_rows {
+                bytes
+            } else {
+                flip_with(b, bytes, flip)
+            };
             let row = self.prepare(b, bytes, weights_in_rows);
             for (v, &column) in columns.iter().enumerate() {
                 let var = accumulators[r * columns.len() + v];
@@ -515,9 +595,11 @@ impl QMicroKernel {
         }
     }
 
+    /// An operand of [`Self::dot`] from its bytes: the signed one (weights), or the
+    /// activations, already flipped ([`DotProduct::flip`]) for `sdot`.
     pub(super) fn prepare(&self, b: &mut FunctionBuilder, bytes: Value, signed: bool) -> Prepared {
         match self.dot {
-            DotProduct::Vnni | DotProduct::Usdot => Prepared::Bytes(bytes),
+            DotProduct::Vnni | DotProduct::Usdot | DotProduct::Sdot => Prepared::Bytes(bytes),
             DotProduct::Widening if signed => {
                 Prepared::Halves(b.ins().swiden_low(bytes), b.ins().swiden_high(bytes))
             }
@@ -527,12 +609,15 @@ impl QMicroKernel {
         }
     }
 
-    /// `acc + Σ_{j<4} s[4i+j]·u[4i+j]` per lane `i`, `s` signed and `u` unsigned bytes.
+    /// `acc + Σ_{j<4} s[4i+j]·u[4i+j]` per lane `i`, `s` signed and `u` unsigned bytes
+    /// (for [`DotProduct::Sdot`], `u` is signed too: the activations after the flip).
     ///
     /// The tree form is exactly what Cranelift 0.135 folds into `vpdpbusd acc, u, s`: the
     /// product `imul(swiden(s), uwiden(u))` with the signed operand first, computed once per
     /// half and shared by both of its widenings, and the accumulator as the *second* operand
     /// of the final `iadd`. Any other arrangement computes the same value without the fold.
+    /// aarch64 folds the same shape into `usdot` with `uwiden(u)` first, and into `sdot`
+    /// with both operands `swiden` (s8 × s8 products are at most 2^14: exact in i16).
     pub(super) fn dot(
         &self,
         b: &mut FunctionBuilder,
@@ -544,6 +629,7 @@ impl QMicroKernel {
             (Prepared::Bytes(s), Prepared::Bytes(u)) => {
                 // vpdpbusd wants the signed operand first, usdot the unsigned one.
                 let unsigned_first = self.dot == DotProduct::Usdot;
+                let signed_u = self.dot == DotProduct::Sdot;
                 let product = |b: &mut FunctionBuilder, s: Value, u: Value| {
                     if unsigned_first {
                         b.ins().imul(u, s)
@@ -552,10 +638,18 @@ impl QMicroKernel {
                     }
                 };
                 let s_low = b.ins().swiden_low(s);
-                let u_low = b.ins().uwiden_low(u);
+                let u_low = if signed_u {
+                    b.ins().swiden_low(u)
+                } else {
+                    b.ins().uwiden_low(u)
+                };
                 let low = product(b, s_low, u_low);
                 let s_high = b.ins().swiden_high(s);
-                let u_high = b.ins().uwiden_high(u);
+                let u_high = if signed_u {
+                    b.ins().swiden_high(u)
+                } else {
+                    b.ins().uwiden_high(u)
+                };
                 let high = product(b, s_high, u_high);
                 let low_pairs = Self::pair_sums_i16(b, low);
                 let high_pairs = Self::pair_sums_i16(b, high);
@@ -757,6 +851,14 @@ impl QMicroKernel {
                 b.ins().istore8(flags(), value, target, 0);
             });
         }
+    }
+}
+
+/// `bytes ^ mask` ([`DotProduct::flip_mask`]), or `bytes` without a mask.
+pub(super) fn flip_with(b: &mut FunctionBuilder, bytes: Value, mask: Option<Value>) -> Value {
+    match mask {
+        Some(mask) => b.ins().bxor(bytes, mask),
+        None => bytes,
     }
 }
 

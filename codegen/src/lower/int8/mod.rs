@@ -9,14 +9,16 @@
 //! `Σ (x − zx)·w = Σ x·w − zx·Σ w`, so the kernels multiply the raw bytes and the constant
 //! `zx·Σ_k w[c, k]` is folded into the bias at compile time
 //! (`bias'[c] = bias[c] − zx·Σ_k w[c, k]`, wrapping like the i32 accumulator). Padding
-//! taps of a convolution read `zx` itself, contributing `(zx − zx)·w = 0`.
+//! taps of a convolution read `zx` itself, contributing `(zx − zx)·w = 0`. aarch64's `sdot`
+//! multiplies s8 × s8 only: there every activation enters as `x − 128`, and the bias
+//! compensates `zx − 128` instead ([`DotProduct::activation_offset`]).
 //!
 //! [`lower_qconv`] and [`lower_qgemm`] turn a documented parameter struct into a
 //! [`NodeLowering`] (input 0: u8 activations, NCHW for the convolution; output 0: u8 or i8)
 //! whose byte blobs are the packed weights ([`Arg::Bytes`] 0) and the requantization records
 //! (blob 1). The dot product is chosen from the target ([`DotProduct::for_target`]):
-//! `vpdpbusd` where the target has AVX-512 VNNI or AVX-VNNI, the exact widening form
-//! elsewhere.
+//! `vpdpbusd` where the target has AVX-512 VNNI or AVX-VNNI, `usdot` or `sdot` on aarch64,
+//! the exact widening form elsewhere.
 //!
 //! Nonzero weight zero points and the residual are epilogue terms ([`residual`]): the
 //! kernels without them are unchanged. With weight zero points the convolution sums each
@@ -111,9 +113,14 @@ pub struct Int8Choice {
 
 impl DotProduct {
     /// `Vnni` where the fold into `vpdpbusd` exists (x86 with AVX-512 VNNI + VL or
-    /// AVX-VNNI), `Widening` on x86 without; `Usdot` on aarch64 with i8mm, `Vnni`'s tree
-    /// (no fold) on aarch64 without.
+    /// AVX-VNNI), `Widening` on x86 without; on aarch64 `Usdot` with i8mm (u8 × s8 in one
+    /// `usdot`), `Sdot` with the dot-product extension only (activations flipped to s8,
+    /// one `sdot`), `Vnni`'s tree (no fold: widening multiplies) with neither.
     pub fn for_target(target: &Target) -> DotProduct {
+        #[cfg(test)]
+        if let Some(dot) = FORCED_DOT_PRODUCT.get() {
+            return dot;
+        }
         match target.arch() {
             Arch::X86_64 => {
                 let evex = target.has(Feature::Avx512vnni) && target.has(Feature::Avx512vl);
@@ -123,13 +130,34 @@ impl DotProduct {
                     DotProduct::Widening
                 }
             }
-            // With i8mm the tree folds into `usdot`. Without it, Cranelift 0.135 emits the
-            // tree as widening multiplies and pairwise adds (`sdot` needs s8 × s8 operands,
-            // which the u8 activations are not).
+            // With i8mm the tree folds into `usdot`. Without it Cranelift 0.135 folds only
+            // s8 × s8 into `sdot`, so the activations are flipped to s8 (`Sdot`); without
+            // either the tree is widening multiplies and pairwise adds.
             Arch::Aarch64 if target.has(Feature::I8mm) => DotProduct::Usdot,
+            Arch::Aarch64 if target.has(Feature::Dotprod) => DotProduct::Sdot,
             Arch::Aarch64 => DotProduct::Vnni,
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The dot product [`DotProduct::for_target`] returns on this thread, whatever the
+    /// target: see [`with_dot_product`].
+    static FORCED_DOT_PRODUCT: std::cell::Cell<Option<DotProduct>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every int8 lowering on this thread using `dot`: the x86 JIT then runs the
+/// kernels of another target's dot product (`sdot`'s flipped activations and compensation
+/// compute the same sums without the fold), through every test helper and the model
+/// lowering unchanged.
+#[cfg(test)]
+pub(crate) fn with_dot_product<T>(dot: DotProduct, f: impl FnOnce() -> T) -> T {
+    let previous = FORCED_DOT_PRODUCT.replace(Some(dot));
+    let result = f();
+    FORCED_DOT_PRODUCT.set(previous);
+    result
 }
 
 impl Int8Choice {
@@ -170,6 +198,9 @@ pub(crate) fn int8_spec(
 }
 
 /// `bias[c] − zx·Σ_k w[c, k]` for rows of `k` weights, wrapping as the accumulator does.
+/// Callers pass the zero point in the dot product's domain, `zx − activation_offset()`
+/// ([`DotProduct::activation_offset`]): with `sdot`, `zx − 128`, which also adds back the
+/// `128·Σw` the flipped activations took out of the accumulator.
 pub(crate) fn compensated_bias(
     weight: &[i8],
     rows: usize,
@@ -275,7 +306,7 @@ pub fn lower_qconv_with(
         g.out_channels,
         k,
         params.bias,
-        params.input_zero_point,
+        params.input_zero_point - choice.dot.activation_offset(),
         |c, kk| weight[c * k + kk],
     )
     .map_err(fail)?;

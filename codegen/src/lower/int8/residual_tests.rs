@@ -377,6 +377,23 @@ proptest! {
         check_gemm(&vnni(), &case, &choice)?;
         check_gemm(&no_vnni(), &case, &choice)?;
     }
+
+    /// `sdot`'s flipped activations with the weight-zero-point sums and the residual.
+    #[test]
+    fn qconv_extras_sdot_equal_interpreter(
+        (case, choice) in conv_with(false),
+        (residual_case, residual_choice) in conv_with(true),
+    ) {
+        with_dot_product(DotProduct::Sdot, || {
+            check_conv(&vnni(), &case, &choice)?;
+            check_conv(&vnni(), &residual_case, &residual_choice)
+        })?;
+    }
+
+    #[test]
+    fn qgemm_weight_zero_points_sdot_equal_interpreter((case, choice) in gemm_with_choice()) {
+        with_dot_product(DotProduct::Sdot, || check_gemm(&vnni(), &case, &choice))?;
+    }
 }
 
 fn fixed_case(group: usize, cin_g: usize, cout_g: usize, kernel: usize, pad: usize) -> ConvCase {

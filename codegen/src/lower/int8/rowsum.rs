@@ -4,7 +4,9 @@
 //! Both are dot products of the u8 bytes with a vector of s8 ones, through the same
 //! [`QMicroKernel::dot`] as the main loop (`vpdpbusd` with VNNI, the exact widening form
 //! without): a lane sums four bytes, at most `255·K` in all, far inside i32 for any
-//! reduction the kernels accept.
+//! reduction the kernels accept. With `sdot` the dot product sums `x − 128`
+//! ([`super::microkernel::DotProduct::activation_offset`]); the sums add the `128` of every
+//! byte it summed back, so both are always the sums of the stored u8 bytes.
 //!
 //! - A convolution panel holds `NR` pixels × 4 bytes per group of four `k`
 //!   (`super::conv`), so lane `i` of vector `v` summed over the groups is the sum of pixel
@@ -17,7 +19,7 @@
 use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use super::microkernel::{Prepared, QMicroKernel, K_GROUP};
+use super::microkernel::{flip_with, Prepared, QMicroKernel, K_GROUP};
 use crate::lower::kernel::{counted_loop, flags};
 
 /// Bytes of A one step of the row-sum loop reads.
@@ -59,14 +61,25 @@ pub(crate) fn emit_panel_sums(
         let group = b.ins().iadd(panel, offset);
         for (v, &var) in accumulators.iter().enumerate() {
             let bytes = b.ins().load(types::I8X16, flags(), group, (16 * v) as i32);
+            // The panel was flipped by its packer (`sdot`).
             let bytes = micro.prepare(b, bytes, false);
             let acc = b.use_var(var);
             let sum = micro.dot(b, ones, bytes, acc);
             b.def_var(var, sum);
         }
     });
+    // Each lane summed the 4·groups bytes of its pixel (wrapping, like the accumulator).
+    let offset = i64::from(micro.dot.activation_offset());
+    let restore = (offset * (K_GROUP * groups) as i64) as i32;
+    let restore = (restore != 0).then(|| {
+        let restore = b.ins().iconst(types::I32, i64::from(restore as u32));
+        b.ins().splat(types::I32X4, restore)
+    });
     for (v, &var) in accumulators.iter().enumerate() {
-        let sum = b.use_var(var);
+        let mut sum = b.use_var(var);
+        if let Some(restore) = restore {
+            sum = b.ins().iadd(sum, restore);
+        }
         b.ins().store(flags(), sum, sums, (16 * v) as i32);
     }
 }
@@ -85,6 +98,7 @@ pub(crate) fn emit_row_sums(
     sums: Value,
 ) {
     let ones = ones(micro, b);
+    let flip = micro.dot.flip_mask(b, types::I8X16);
     let start = b.ins().iconst(pointer, 0);
     counted_loop(b, pointer, start, m, 1, |b, i| {
         let row_offset = b.ins().imul(i, lda);
@@ -100,6 +114,7 @@ pub(crate) fn emit_row_sums(
             counted_loop(b, pointer, first, end, ROW_CHUNK as i64, |b, kk| {
                 let source = b.ins().iadd(row, kk);
                 let bytes = b.ins().load(types::I8X16, flags(), source, 0);
+                let bytes = flip_with(b, bytes, flip);
                 let bytes = micro.prepare(b, bytes, false);
                 let sum = b.use_var(acc);
                 let sum = micro.dot(b, ones, bytes, sum);
@@ -111,6 +126,12 @@ pub(crate) fn emit_row_sums(
         for lane in 1..4u8 {
             let value = b.ins().extractlane(lanes, lane);
             total = b.ins().iadd(total, value);
+        }
+        // The vector part summed `x − offset` over chunks·16 bytes; the tail sums raw bytes.
+        let offset = i64::from(micro.dot.activation_offset());
+        let restore = (offset * (chunks * ROW_CHUNK) as i64) as i32;
+        if restore != 0 {
+            total = b.ins().iadd_imm_s(total, i64::from(restore));
         }
         for tail in chunks * ROW_CHUNK..k {
             let byte = b.ins().uload8(types::I32, flags(), row, tail as i32);

@@ -356,6 +356,12 @@ proptest! {
     fn qconv_without_vnni_equals_reference((case, quant) in conv_with_quant()) {
         check_conv(&no_vnni(), &case, &quant)?;
     }
+
+    /// aarch64's `sdot` kernels (flipped activations, `zx − 128` compensation) on the JIT.
+    #[test]
+    fn qconv_sdot_equals_reference((case, quant) in conv_with_quant()) {
+        with_dot_product(DotProduct::Sdot, || check_conv(&vnni(), &case, &quant))?;
+    }
 }
 
 #[test]
@@ -414,6 +420,8 @@ fn qconv_depthwise_and_pointwise_equal_reference() {
     for target in [vnni(), no_vnni()] {
         for case in &cases {
             check_conv(&target, case, &quant).expect("kernel equals the reference");
+            with_dot_product(DotProduct::Sdot, || check_conv(&target, case, &quant))
+                .expect("the sdot kernel equals the reference");
         }
     }
 }
