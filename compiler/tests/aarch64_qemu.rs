@@ -22,33 +22,19 @@
 //! them). Without them a test prints a skip notice and passes, except under CI (the `CI`
 //! environment variable set), where it fails: CI must run them.
 
+mod common;
+
+use common::{qcc, s, succeeded as ok, temp_dir};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 use qcc_ir::Tensor;
 
 const CROSS_GCC: &str = "aarch64-linux-gnu-gcc";
 const QEMU: &str = "qemu-aarch64";
-
-fn qcc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .output()
-        .expect("qcc runs")
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn runs(program: &str) -> bool {
     Command::new(program)
@@ -78,17 +64,6 @@ fn cross_tools_present(test: &str) -> bool {
     // be seen.
     let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {what}");
     false
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qcc-qemu-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn example_source() -> PathBuf {

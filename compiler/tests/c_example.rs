@@ -2,36 +2,12 @@
 //! (examples/c) with the system's gcc, as a PIE executable and into a shared library, and the
 //! executable's output is bit-identical to the same target run in process (JIT).
 
+mod common;
+
+use common::{qcc, s, succeeded as ok, temp_dir};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn qcc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .output()
-        .expect("qcc runs")
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qcc-c-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn example_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/c/main.c")

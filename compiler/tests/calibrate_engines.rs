@@ -2,40 +2,16 @@
 //! statistics of the same tensors, and a model the fp32 back end does not compile is
 //! calibrated by the interpreter with a warning, never silently.
 
+mod common;
+
+use common::{ok, qcc, s, temp_dir};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use qcc_ir::{Activation, DType, Graph, Op, TensorType};
 
 const FALLBACK_WARNING: &str = "qcc: warning: calibration runs the reference interpreter: ";
-
-fn qcc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .output()
-        .expect("qcc runs")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = qcc(args);
-    assert!(
-        out.status.success(),
-        "qcc {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qcc-calib-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Tensor name → observed value count, from a statistics file.
 fn counts(path: &Path) -> BTreeMap<String, u64> {

@@ -1,34 +1,11 @@
 //! The `qcc` command line, end to end, on the tiny-cnn zoo model.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn qcc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .output()
-        .expect("qcc runs")
-}
+use common::{ok, qcc, s, temp_dir};
 
-fn ok(args: &[&str]) -> Output {
-    let out = qcc(args);
-    assert!(
-        out.status.success(),
-        "qcc {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qcc-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::path::PathBuf;
+use std::process::Command;
 
 #[test]
 fn zoo_lists_every_model() {

@@ -2,29 +2,11 @@
 //! that scripts/accuracy/run.sh parses, the per-layer attribution, and that worse ranges
 //! really show up as lower SQNR.
 
+mod common;
+
+use common::{ok, qcc, s};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn qcc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .output()
-        .expect("qcc runs")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = qcc(args);
-    assert!(
-        out.status.success(),
-        "qcc {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// tiny-cnn (seed 1) and synthetic calibration statistics for it, in a fresh directory.
 fn tiny_model_and_stats(tag: &str) -> (PathBuf, PathBuf, PathBuf) {

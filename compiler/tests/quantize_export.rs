@@ -10,6 +10,10 @@
 //! Differences are counted in steps of the output tensor: the scale of the DequantizeLinear
 //! that produces it.
 
+mod common;
+
+use common::{qcc, s, temp_dir};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,16 +28,6 @@ use qcc_passes::quant::{CalibrationStats, Profile, QuantizeOptions, RangeMethods
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qcc-qexp-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("create the temp directory");
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
 }
 
 /// How far two runs of one output are apart, in steps of the output's quantization.
@@ -430,13 +424,6 @@ fn tvm_int8_differs_from_the_qdq_model_only_at_exact_ties_in_the_first_layer() {
         up.len()
     );
     let _ = std::fs::remove_dir_all(&f.dir);
-}
-
-fn qcc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_qcc"))
-        .args(args)
-        .output()
-        .expect("qcc runs")
 }
 
 /// `qcc quantize` end to end: the file it writes is a valid ONNX model (onnx's checker) that
