@@ -27,7 +27,7 @@ intra_op_num_threads=K (one run spread over K cores). Latencies are therefore co
 at K = 1; at K > 1 compare throughputs (samples/s).
 
 Method. The machine is shared and noisy: each round runs, per configuration and model, the
-four engines back to back, the order rotated by one every round. qcc runs are separate
+five engines back to back, the order rotated by one every round. qcc runs are separate
 processes (`qcc bench ... --iterations I --warmup W --json`: the round's p50 and throughput);
 onnxruntime sessions are kept across rounds (W warm-up runs, then I timed runs: p50 by
 nearest rank and samples over the wall time of the timed runs). A figure is the median over
@@ -545,7 +545,7 @@ def main() -> None:
         "intra_op_num_threads = threads; int8 = `quant_pre_process` + `quantize_static` (QDQ, "
         f"per-channel, QUInt8 activations, QInt8 weights, MinMax over the same "
         f"{args.calibration_samples} inputs)",
-        f"- Method: {args.rounds} rounds; per round, configuration and model the four engines "
+        f"- Method: {args.rounds} rounds; per round, configuration and model the five engines "
         f"run back to back in a rotating order, {args.runs} timed runs at batch 1 and "
         f"{args.batch_runs} at batch > 1 (per qcc thread), {args.warmup} warm-up; figures are "
         "medians over rounds. ms = p50 latency of one run, /s = samples per second. With "
