@@ -9,13 +9,11 @@ use qcc_ir::op::requant_multipliers;
 use qcc_ir::requant::FixedPoint;
 use qcc_ir::{ConvAttrs, DType, Op, Padding, QParams, Tensor, TensorType};
 
-use super::super::tests::{no_vnni, same_bytes, vnni, Bytes, ConvCase};
+use super::super::tests::{disassemble, no_vnni, same_bytes, vnni, Bytes, ConvCase};
 use super::super::{lower_qconv, with_dot_product, OutputQuant, QConvParams, ResidualQuant};
 use super::*;
-use crate::emit::disassemble_kernel;
-use crate::lower::KernelContext;
 use crate::model::{compile_node, run_node_bytes, AlignedBuffer};
-use crate::target::{IsaOptions, OptLevel, Target};
+use crate::target::Target;
 
 /// The quantization of one case, as the realized op carries it (weight zero points 0).
 #[derive(Clone, Debug)]
@@ -418,20 +416,6 @@ fn unsupported_depthwise_parameters_are_refused() {
         ..params
     };
     assert!(lower_qdepthwise(&target, &bad_zero_point).is_err());
-}
-
-fn disassemble(target: &Target, lowering: &NodeLowering) -> String {
-    let options = IsaOptions {
-        opt_level: OptLevel::None,
-        ..IsaOptions::default()
-    };
-    let isa = target.isa_with(&options).expect("ISA builds");
-    let context = KernelContext {
-        pointer: isa.pointer_type(),
-        fma: target.fma(),
-    };
-    let kernel = lowering.calls[0].kernel.clone();
-    disassemble_kernel(isa.as_ref(), &context, kernel.as_ref()).expect("kernel compiles")
 }
 
 /// A 3×3 block is three chunks × `block_vectors` vectors, each one `vpdpbusd` with VNNI,

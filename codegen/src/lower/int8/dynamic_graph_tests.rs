@@ -11,27 +11,9 @@ use qcc_ir::{Activation, ConvAttrs, DType, Graph, Op, Padding, Tensor, TensorTyp
 use super::dynamic_tests::same_f32;
 use super::tests::{no_vnni, vnni, Bytes, ConvCase};
 use super::*;
-use crate::emit::disassemble_kernel;
 use crate::lower::node::ConvGeometry;
-use crate::lower::KernelContext;
 use crate::model::{compile_node, lower_graph, AlignedBuffer, JitProgram};
-use crate::target::{IsaOptions, OptLevel, Target};
-
-/// The disassembly of the one kernel of `lowering` for `target` (`opt_level=none`, as
-/// models are compiled).
-pub(super) fn disassemble(target: &Target, lowering: &crate::lower::NodeLowering) -> String {
-    let options = IsaOptions {
-        opt_level: OptLevel::None,
-        ..IsaOptions::default()
-    };
-    let isa = target.isa_with(&options).expect("ISA builds");
-    let context = KernelContext {
-        pointer: isa.pointer_type(),
-        fma: target.fma(),
-    };
-    let kernel = lowering.calls[0].kernel.clone();
-    disassemble_kernel(isa.as_ref(), &context, kernel.as_ref()).expect("kernel compiles")
-}
+use crate::target::{IsaOptions, Target};
 
 fn i8_constant(dims: &[usize], values: &[i8]) -> Tensor {
     let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();

@@ -589,7 +589,7 @@ fn dynamic_kernels_name_their_epilogue_and_inner_loops_use_vpdpbusd() {
         name.contains("dqconv") && name.ends_with("f32_relu_r"),
         "{name}"
     );
-    let code = super::dynamic_graph_tests::disassemble(&target, &lowering);
+    let code = super::tests::disassemble(&target, &lowering);
     let choice = Int8Choice::for_target(&target);
     let per_loop = (choice.tile.rows * choice.tile.cols / LANES * choice.k_unroll) as usize;
     let count = code.matches("vpdpbusd").count();

@@ -7,14 +7,12 @@ use qcc_ir::requant::FixedPoint;
 use qcc_ir::DType;
 
 use super::tests::{
-    channel_fixed, no_vnni, quant_strategy, requantize, run_conv, same_bytes, vnni, Bytes,
-    ConvCase, Quant,
+    channel_fixed, disassemble, no_vnni, quant_strategy, requantize, run_conv, same_bytes, vnni,
+    Bytes, ConvCase, Quant,
 };
 use super::*;
-use crate::emit::disassemble_kernel;
-use crate::lower::KernelContext;
 use crate::model::{compile_node, run_node_bytes, AlignedBuffer};
-use crate::target::{IsaOptions, OptLevel, Target};
+use crate::target::Target;
 
 /// One matrix product to check.
 #[derive(Clone, Debug)]
@@ -274,22 +272,6 @@ fn gemm_params<'a>(w: &'a [i8], requant: &'a [FixedPoint], m: usize, k: usize) -
             clamp: None,
         },
     }
-}
-
-/// The disassembly of the one kernel of `lowering` for `target`, compiled as models are
-/// (`opt_level=none`: the hand-scheduled order).
-fn disassemble(target: &Target, lowering: &crate::lower::NodeLowering) -> String {
-    let options = IsaOptions {
-        opt_level: OptLevel::None,
-        ..IsaOptions::default()
-    };
-    let isa = target.isa_with(&options).expect("ISA builds");
-    let context = KernelContext {
-        pointer: isa.pointer_type(),
-        fma: target.fma(),
-    };
-    let kernel = lowering.calls[0].kernel.clone();
-    disassemble_kernel(isa.as_ref(), &context, kernel.as_ref()).expect("kernel compiles")
 }
 
 /// The conv and gemm kernels of `target`: the unrolled main loop alone holds

@@ -12,6 +12,23 @@ use crate::lower::node::ConvGeometry;
 use crate::model::run_node_bytes;
 use crate::target::Target;
 
+/// The disassembly of the one kernel of `lowering` for `target`, compiled as models are
+/// (`opt_level=none`: the hand-scheduled order).
+pub(super) fn disassemble(target: &Target, lowering: &NodeLowering) -> String {
+    let options = crate::target::IsaOptions {
+        opt_level: crate::target::OptLevel::None,
+        ..crate::target::IsaOptions::default()
+    };
+    let isa = target.isa_with(&options).expect("ISA builds");
+    let context = crate::lower::KernelContext {
+        pointer: isa.pointer_type(),
+        fma: target.fma(),
+    };
+    let kernel = lowering.calls[0].kernel.clone();
+    crate::emit::disassemble_kernel(isa.as_ref(), &context, kernel.as_ref())
+        .expect("kernel compiles")
+}
+
 pub(super) fn vnni() -> Target {
     Target::parse("x86_64-int8").expect("the VNNI target parses")
 }
