@@ -1,143 +1,51 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use qcc_ir::{Activation, GemmAttrs, Op, TensorType};
+
+fn parse(text: &str) -> Graph {
+    qcc_ir::text::parse_graph(text).unwrap_or_else(|e| panic!("test graph: {e}\n{text}"))
+}
 
 fn gemm_relu_graph() -> Graph {
-    let mut g = Graph::new("g");
-    let x = g
-        .add_input("x", TensorType::new(DType::F32, [1, 3]))
-        .unwrap();
-    let w = g
-        .add_constant(
-            "w",
-            Tensor::from_f32(&[2, 3], vec![1.0, -2.0, 3.0, 0.5, 0.25, -4.0]),
-        )
-        .unwrap();
-    let attrs = GemmAttrs {
-        alpha: 1.0,
-        beta: 1.0,
-        trans_a: false,
-        trans_b: true,
-    };
-    let n = g
-        .add_node("fc", Op::Gemm(attrs), vec![x, w], vec!["h".into()])
-        .unwrap();
-    let h = g.node(n).outputs[0];
-    let r = g
-        .add_node(
-            "relu",
-            Op::Activation(Activation::Relu),
-            vec![h],
-            vec!["y".into()],
-        )
-        .unwrap();
-    let y = g.node(r).outputs[0];
-    g.set_outputs(vec![y]);
-    g
+    parse(
+        "graph g(%x: f32[1,3]) -> (%y) {
+  %w = const f32[2,3] dense<1.0, -2.0, 3.0, 0.5, 0.25, -4.0>
+  %h = Gemm(%x, %w) {trans_b=true}
+  %y = Relu(%h)
+}",
+    )
 }
 
 /// Gemm, then a Split whose pieces meet again in a Concat, then a Reshape (a view) of the
 /// Concat next to a Relu of it: every case where making a tensor an output changes the
 /// memory plan (Split slices, Concat slices, views).
 fn split_concat_view_graph() -> Graph {
-    let mut g = Graph::new("g");
-    let x = g
-        .add_input("x", TensorType::new(DType::F32, [1, 8]))
-        .unwrap();
-    let weights: Vec<f32> = (0..48).map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0).collect();
-    let w = g
-        .add_constant("w", Tensor::from_f32(&[6, 8], weights))
-        .unwrap();
-    let attrs = GemmAttrs {
-        alpha: 1.0,
-        beta: 1.0,
-        trans_a: false,
-        trans_b: true,
-    };
-    let n = g
-        .add_node("fc", Op::Gemm(attrs), vec![x, w], vec!["h".into()])
-        .unwrap();
-    let h = g.node(n).outputs[0];
-    let split = Op::Split {
-        axis: 1,
-        sizes: vec![2, 4],
-    };
-    let n = g
-        .add_node("split", split, vec![h], vec!["a".into(), "b".into()])
-        .unwrap();
-    let (a, b) = (g.node(n).outputs[0], g.node(n).outputs[1]);
-    let n = g
-        .add_node(
-            "relu_a",
-            Op::Activation(Activation::Relu),
-            vec![a],
-            vec!["ra".into()],
-        )
-        .unwrap();
-    let ra = g.node(n).outputs[0];
-    let n = g
-        .add_node(
-            "sigmoid_b",
-            Op::Activation(Activation::Sigmoid),
-            vec![b],
-            vec!["sb".into()],
-        )
-        .unwrap();
-    let sb = g.node(n).outputs[0];
-    let n = g
-        .add_node(
-            "concat",
-            Op::Concat { axis: 1 },
-            vec![ra, sb],
-            vec!["c".into()],
-        )
-        .unwrap();
-    let c = g.node(n).outputs[0];
-    let reshape = Op::Reshape {
-        shape: vec![1, 2, 3],
-        allow_zero: false,
-    };
-    let n = g
-        .add_node("reshape", reshape, vec![c], vec!["r".into()])
-        .unwrap();
-    let r = g.node(n).outputs[0];
-    let n = g
-        .add_node(
-            "relu_c",
-            Op::Activation(Activation::Relu),
-            vec![c],
-            vec!["y".into()],
-        )
-        .unwrap();
-    let y = g.node(n).outputs[0];
-    g.set_outputs(vec![r, y]);
-    g
+    let weights: Vec<String> = (0..48)
+        .map(|i| format!("{}", ((i * 7 % 13) as f32 - 6.0) / 4.0))
+        .collect();
+    parse(&format!(
+        "graph g(%x: f32[1,8]) -> (%r, %y) {{
+  %w = const f32[6,8] dense<{}>
+  %h = Gemm(%x, %w) {{trans_b=true}}
+  %a, %b = Split(%h) {{axis=1, sizes=[2,4]}}
+  %ra = Relu(%a)
+  %sb = Sigmoid(%b)
+  %c = Concat(%ra, %sb) {{axis=1}}
+  %r = Reshape(%c) {{shape=[1,2,3]}}
+  %y = Relu(%c)
+}}",
+        weights.join(", ")
+    ))
 }
 
 /// `x → Pad → Relu`: the fp32 back end compiles no Pad, so the compiled engine falls back.
 fn pad_graph() -> Graph {
-    let mut g = Graph::new("g");
-    let x = g
-        .add_input("x", TensorType::new(DType::F32, [1, 2, 3, 3]))
-        .unwrap();
-    let pad = Op::Pad {
-        pads: vec![0, 0, 1, 1, 0, 0, 1, 1],
-        value: -1.5,
-    };
-    let n = g.add_node("pad", pad, vec![x], vec!["p".into()]).unwrap();
-    let p = g.node(n).outputs[0];
-    let n = g
-        .add_node(
-            "relu",
-            Op::Activation(Activation::Relu),
-            vec![p],
-            vec!["y".into()],
-        )
-        .unwrap();
-    let y = g.node(n).outputs[0];
-    g.set_outputs(vec![y]);
-    g
+    parse(
+        "graph g(%x: f32[1,2,3,3]) -> (%y) {
+  %p = Pad(%x) {pads=[0,0,1,1,0,0,1,1], value=-1.5}
+  %y = Relu(%p)
+}",
+    )
 }
 
 fn run(graph: &Graph, samples: usize, engine: CalibrationEngine) -> CalibrationRun {
