@@ -162,8 +162,9 @@ pub fn lower_graph(graph: &Graph, target: &Target, name: &str) -> Result<Lowered
             && !super::lower_int8::is_int8_node(graph, id)
         {
             lowering.fallback = Some(
-                "runs in fp32 in an int8 build (the profile, --exclude or its operands kept it \
-                 out of int8: see the `quantize` pass notes)"
+                "runs in fp32 in an int8 build (the profile, the mode, --exclude or its operands \
+                 kept it out of int8: see the notes of the `quantize` or `quantize-dynamic` \
+                 pass)"
                     .to_string(),
             );
         }

@@ -117,7 +117,8 @@ pub fn quantize_dynamic(
     let mut exclusions = Exclusions::new(&options.exclude);
     let mut kept_float = Vec::new();
     let mut excluded = Vec::new();
-    let mut layers: HashMap<String, Layer> = HashMap::new();
+    // Keyed by the node's first output: unique, unlike node names from a model file.
+    let mut layers: HashMap<ValueId, Layer> = HashMap::new();
     for id in graph
         .live_nodes()
         .map_err(|source| PassError::Graph { pass: PASS, source })?
@@ -136,7 +137,7 @@ pub fn quantize_dynamic(
         }
         match layer_of(graph, node) {
             Ok(layer) => {
-                layers.insert(node.name.clone(), layer);
+                layers.insert(node.outputs[0], layer);
             }
             Err(reason) => kept_float.push(format!(
                 "node '{}' ({}) stays fp32: {reason}",
@@ -161,7 +162,7 @@ pub fn quantize_dynamic(
     let mut quantized_inputs: HashMap<ValueId, Vec<ValueId>> = HashMap::new();
     let new = graph
         .rebuild(|r, node| {
-            let Some(layer) = layers.get(&node.name) else {
+            let Some(layer) = layers.get(&node.outputs[0]) else {
                 return r.copy_node(node);
             };
             let xq = match quantized_inputs.get(&layer.input) {
