@@ -225,7 +225,7 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
                     a_zero_point,
                     b_zero_point,
                 } => {
-                    zero_point_fits(a_zero_point, a, "a")?;
+                    input_zero_point_fits(a_zero_point, inputs.get(2).copied(), a, "a")?;
                     zero_point_fits(b_zero_point, b, "b")?;
                     DType::I32
                 }
@@ -523,9 +523,10 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> R<Vec<TensorType>> {
             let (x, w) = (first()?, inputs[1]);
             expect_8bit(x, "x")?;
             expect_8bit(w, "w")?;
-            zero_point_fits(x_zero_point, x, "x")?;
+            input_zero_point_fits(x_zero_point, inputs.get(2).copied(), x, "x")?;
             zero_point_fits(w_zero_point, w, "w")?;
-            if x_zero_point.axis.is_some() || w_zero_point.axis.is_some_and(|a| a != 0) {
+            let x_per_channel = x_zero_point.constant().is_some_and(|zp| zp.axis.is_some());
+            if x_per_channel || w_zero_point.axis.is_some_and(|a| a != 0) {
                 return Err(
                     "x's zero point must be per tensor, w's per tensor or per output channel"
                         .into(),

@@ -18,6 +18,6 @@ pub mod text;
 pub use dtype::{DType, Dim, Shape, TensorType};
 pub use graph::{Graph, GraphError, GraphInput, Node, NodeId, Value, ValueDef, ValueId};
 pub use op::{Activation, BinaryOp, ConvAttrs, GemmAttrs, LrnAttrs, Op, Padding, PoolAttrs};
-pub use quant::{QParams, ZeroPoint};
+pub use quant::{InputZeroPoint, QParams, ZeroPoint};
 pub use rebuild::Rebuilder;
 pub use tensor::Tensor;

@@ -6,7 +6,7 @@
 //! normalised (non-negative) by the importer, which knows every input's rank.
 
 use crate::dtype::DType;
-use crate::quant::{QParams, ZeroPoint};
+use crate::quant::{InputZeroPoint, QParams, ZeroPoint};
 use crate::requant::{AddMultipliers, FixedPoint, FixedPointError};
 use crate::tensor::Tensor;
 
@@ -203,15 +203,15 @@ pub enum Op {
         b: QParams,
         y: QParams,
     },
-    /// Inputs: x, w. Output: i32.
+    /// Inputs: x, w, and x's zero point when it is [`InputZeroPoint::RunTime`]. Output: i32.
     ConvInteger {
         conv: ConvAttrs,
-        x_zero_point: ZeroPoint,
+        x_zero_point: InputZeroPoint,
         w_zero_point: ZeroPoint,
     },
-    /// Inputs: a, b. Output: i32.
+    /// Inputs: a, b, and a's zero point when it is [`InputZeroPoint::RunTime`]. Output: i32.
     MatMulInteger {
-        a_zero_point: ZeroPoint,
+        a_zero_point: InputZeroPoint,
         b_zero_point: ZeroPoint,
     },
     /// Input: x (f32). Outputs: y (u8), y_scale (f32 scalar), y_zero_point (u8 scalar).
@@ -505,9 +505,13 @@ impl Op {
             | Op::MatMul
             | Op::Gather { .. }
             | Op::QLinearMatMul { .. }
-            | Op::ConvInteger { .. }
-            | Op::MatMulInteger { .. }
             | Op::QuantizedAdd { .. } => (2, Some(2)),
+            Op::ConvInteger {
+                x_zero_point: zp, ..
+            }
+            | Op::MatMulInteger {
+                a_zero_point: zp, ..
+            } => (zp.node_inputs(), Some(zp.node_inputs())),
             Op::Sum | Op::Concat { .. } => (1, None),
             Op::ConstantOfShape { .. } => (0, Some(0)),
             _ => (1, Some(1)),

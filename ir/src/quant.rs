@@ -144,6 +144,35 @@ impl ZeroPoint {
     }
 }
 
+/// The zero point of ConvInteger's x or MatMulInteger's A: known when the graph is built, or
+/// read at run time from the node's third input. onnxruntime's dynamic quantization writes the
+/// second form: the zero point is an output of the DynamicQuantizeLinear that quantized x.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputZeroPoint {
+    Constant(ZeroPoint),
+    /// Node input 2: one value of the input's type, for the whole tensor.
+    RunTime,
+}
+
+impl InputZeroPoint {
+    /// The zero point when it is known before run time.
+    pub fn constant(&self) -> Option<&ZeroPoint> {
+        match self {
+            InputZeroPoint::Constant(zp) => Some(zp),
+            InputZeroPoint::RunTime => None,
+        }
+    }
+
+    /// How many inputs the node has: x (or A), w (or B), and the zero point when it is read
+    /// at run time.
+    pub fn node_inputs(&self) -> usize {
+        match self {
+            InputZeroPoint::Constant(_) => 2,
+            InputZeroPoint::RunTime => 3,
+        }
+    }
+}
+
 /// The inclusive integer range of a quantized type; `None` for types that are not.
 pub fn quant_range(dtype: DType) -> Option<(i64, i64)> {
     match dtype {

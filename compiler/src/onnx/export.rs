@@ -526,13 +526,17 @@ impl Writer<'_> {
                 w_zero_point,
             } => {
                 attrs = conv_attrs(conv);
-                let zx = self
-                    .zero_point(name, "x_zero_point", n.inputs[0], x_zero_point)
-                    .map_err(|m| unsupported(&m))?;
+                // A run-time zero point is already the third input.
+                if let Some(zp) = x_zero_point.constant() {
+                    let zx = self
+                        .zero_point(name, "x_zero_point", n.inputs[0], zp)
+                        .map_err(|m| unsupported(&m))?;
+                    ins.push(zx);
+                }
                 let zw = self
                     .zero_point(name, "w_zero_point", n.inputs[1], w_zero_point)
                     .map_err(|m| unsupported(&m))?;
-                ins.extend([zx, zw]);
+                ins.push(zw);
             }
             // No ONNX op has these semantics: QLinearConv/QLinearMatMul requantize in float
             // with round half to even, qcc's realized ops with a fixed-point multiplier and
@@ -560,13 +564,16 @@ impl Writer<'_> {
                 a_zero_point,
                 b_zero_point,
             } => {
-                let za = self
-                    .zero_point(name, "a_zero_point", n.inputs[0], a_zero_point)
-                    .map_err(|m| unsupported(&m))?;
+                if let Some(zp) = a_zero_point.constant() {
+                    let za = self
+                        .zero_point(name, "a_zero_point", n.inputs[0], zp)
+                        .map_err(|m| unsupported(&m))?;
+                    ins.push(za);
+                }
                 let zb = self
                     .zero_point(name, "b_zero_point", n.inputs[1], b_zero_point)
                     .map_err(|m| unsupported(&m))?;
-                ins.extend([za, zb]);
+                ins.push(zb);
             }
         }
         self.emit(name, op_type, ins, outs, attrs);

@@ -320,7 +320,7 @@ pub(super) fn qlinear_conv(
 mod tests {
     use super::super::test_util::*;
     use crate::op::{ConvAttrs, Op, Padding};
-    use crate::quant::{QParams, ZeroPoint};
+    use crate::quant::{InputZeroPoint, QParams, ZeroPoint};
     use crate::{DType, Tensor};
 
     fn attrs(
@@ -435,10 +435,10 @@ mod tests {
         let w = u8s(&[1, 1, 2], &[3, 4]);
         let op = Op::ConvInteger {
             conv: attrs(&[2], &[1], &[1], Padding::Explicit(vec![1, 1]), 1),
-            x_zero_point: ZeroPoint {
+            x_zero_point: InputZeroPoint::Constant(ZeroPoint {
                 axis: None,
                 values: vec![1],
-            },
+            }),
             w_zero_point: ZeroPoint {
                 axis: Some(0),
                 values: vec![2],
@@ -447,6 +447,22 @@ mod tests {
         // Centered x = [0, 1, 2], padded with 0; centered w = [1, 2].
         let y = run1(&op, &[&x, &w]);
         assert_eq!(y, i32s(&[1, 1, 4], &[0, 2, 5, 2]));
+        // The same zero point read at run time gives the same result; another one differs.
+        let Op::ConvInteger {
+            conv, w_zero_point, ..
+        } = op
+        else {
+            unreachable!()
+        };
+        let run_time = Op::ConvInteger {
+            conv,
+            x_zero_point: InputZeroPoint::RunTime,
+            w_zero_point,
+        };
+        assert_eq!(run1(&run_time, &[&x, &w, &u8s(&[1], &[1])]), y);
+        // Centered x = [−1, 0, 1]: [−2, −1, 2, 1].
+        let y2 = run1(&run_time, &[&x, &w, &u8s(&[], &[2])]);
+        assert_eq!(y2, i32s(&[1, 1, 4], &[-2, -1, 2, 1]));
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub(super) fn qlinear_matmul(
 mod tests {
     use super::super::test_util::*;
     use crate::op::{GemmAttrs, Op};
-    use crate::quant::{QParams, ZeroPoint};
+    use crate::quant::{InputZeroPoint, QParams, ZeroPoint};
     use crate::DType;
 
     #[test]
@@ -184,10 +184,10 @@ mod tests {
         let a = u8s(&[2, 2], &[1, 2, 3, 4]);
         let b = i8s(&[2, 2], &[1, 2, 3, 4]);
         let op = Op::MatMulInteger {
-            a_zero_point: ZeroPoint {
+            a_zero_point: InputZeroPoint::Constant(ZeroPoint {
                 axis: Some(0),
                 values: vec![1, 3],
-            },
+            }),
             b_zero_point: ZeroPoint {
                 axis: Some(1),
                 values: vec![1, 0],
@@ -195,6 +195,23 @@ mod tests {
         };
         // [[0,1],[0,1]] x [[0,2],[2,4]]
         assert_eq!(run1(&op, &[&a, &b]), i32s(&[2, 2], &[2, 4, 2, 4]));
+    }
+
+    #[test]
+    fn matmul_integer_reads_a_run_time_zero_point_from_its_third_input() {
+        let a = u8s(&[1, 2], &[5, 7]);
+        let b = i8s(&[2, 1], &[2, -3]);
+        let op = Op::MatMulInteger {
+            a_zero_point: InputZeroPoint::RunTime,
+            b_zero_point: ZeroPoint::zero(),
+        };
+        // (5 − 4)·2 + (7 − 4)·(−3)
+        assert_eq!(run1(&op, &[&a, &b, &u8s(&[], &[4])]), i32s(&[1, 1], &[-7]));
+        let err = crate::eval::eval_op(&op, &[&a, &b, &u8s(&[2], &[4, 4])]).unwrap_err();
+        assert!(
+            err.to_string().contains("zero point must be one u8"),
+            "{err}"
+        );
     }
 
     #[test]

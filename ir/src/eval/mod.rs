@@ -198,7 +198,7 @@ fn dispatch(op: &Op, inputs: &[&Tensor]) -> R<Vec<Tensor>> {
             w_zero_point,
         } => one(conv::conv_integer(
             conv,
-            x_zero_point,
+            &quant::input_zero_point(x_zero_point, inputs.get(2).copied())?,
             w_zero_point,
             first()?,
             inputs[1],
@@ -207,7 +207,7 @@ fn dispatch(op: &Op, inputs: &[&Tensor]) -> R<Vec<Tensor>> {
             a_zero_point,
             b_zero_point,
         } => one(matmul::matmul_integer(
-            a_zero_point,
+            &quant::input_zero_point(a_zero_point, inputs.get(2).copied())?,
             b_zero_point,
             first()?,
             inputs[1],

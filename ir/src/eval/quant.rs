@@ -6,9 +6,28 @@
 
 use super::{array_from, op_err, row_major, R};
 use crate::dtype::DType;
-use crate::quant::{quant_range, QParams};
+use crate::quant::{quant_range, InputZeroPoint, QParams, ZeroPoint};
 use crate::tensor::Tensor;
 use ndarray::ArrayD;
+
+/// The input zero point of ConvInteger/MatMulInteger: the attribute, or the one value of the
+/// run-time input `tensor` (the node's input 2).
+pub(super) fn input_zero_point(zp: &InputZeroPoint, tensor: Option<&Tensor>) -> R<ZeroPoint> {
+    match (zp, tensor) {
+        (InputZeroPoint::Constant(zp), _) => Ok(zp.clone()),
+        (InputZeroPoint::RunTime, Some(t)) => match int_values(t)?[..] {
+            [v] => Ok(ZeroPoint {
+                axis: None,
+                values: vec![v],
+            }),
+            ref values => Err(op_err(format!(
+                "the run-time zero point must be one value, has {}",
+                values.len()
+            ))),
+        },
+        (InputZeroPoint::RunTime, None) => Err(op_err("the run-time zero point input is missing")),
+    }
+}
 
 /// Every element of an integer tensor widened to i32, row-major.
 pub(super) fn int_values(t: &Tensor) -> R<Vec<i32>> {

@@ -203,6 +203,31 @@ pub(super) fn zero_point_fits(zp: &crate::ZeroPoint, t: &TensorType, what: &str)
     Ok(())
 }
 
+/// The input zero point of ConvInteger/MatMulInteger: a constant that fits, or the run-time
+/// input `run_time` (node input 2), one value of the input's type.
+pub(super) fn input_zero_point_fits(
+    zp: &crate::InputZeroPoint,
+    run_time: Option<&TensorType>,
+    t: &TensorType,
+    what: &str,
+) -> R<()> {
+    match (zp, run_time) {
+        (crate::InputZeroPoint::Constant(zp), _) => zero_point_fits(zp, t, what),
+        (crate::InputZeroPoint::RunTime, Some(z)) => {
+            if z.dtype != t.dtype || z.dims().iter().product::<usize>() != 1 {
+                return Err(format!(
+                    "{what}'s run-time zero point must be one {}, is {z}",
+                    t.dtype
+                ));
+            }
+            Ok(())
+        }
+        (crate::InputZeroPoint::RunTime, None) => {
+            Err(format!("{what}'s run-time zero point input is missing"))
+        }
+    }
+}
+
 pub(super) fn qparams_fit(q: &crate::QParams, t: &TensorType) -> R<()> {
     if let Some(axis) = q.axis() {
         check_axis(axis, t.rank())?;

@@ -9,7 +9,7 @@ use super::parser::parse_f32;
 use super::ParseError;
 use crate::dtype::{DType, TensorType};
 use crate::op::{Activation, BinaryOp, ConvAttrs, GemmAttrs, LrnAttrs, Op, Padding, PoolAttrs};
-use crate::quant::{QParams, ZeroPoint};
+use crate::quant::{InputZeroPoint, QParams, ZeroPoint};
 use crate::tensor::Tensor;
 
 /// An attribute value as written, before it is given a type.
@@ -229,6 +229,28 @@ fn zero_point_of(s: &Spanned) -> CR<ZeroPoint> {
     let values = f.req("zp", |s| one_or_list(s, i32_of))?;
     f.finish()?;
     Ok(ZeroPoint { axis, values })
+}
+
+/// ConvInteger's/MatMulInteger's input zero point: a third input is the zero point read at
+/// run time (as in ONNX), and then the attribute `key` must be absent.
+fn input_zero_point(
+    a: &mut Attrs,
+    ctx: &OpContext,
+    key: &'static str,
+) -> Result<InputZeroPoint, ParseError> {
+    let attribute = a.opt(key, zero_point_of)?;
+    match (attribute, ctx.input_types.len() == 3) {
+        (None, true) => Ok(InputZeroPoint::RunTime),
+        (Some(_), true) => Err(ParseError::at(
+            a.at,
+            format!(
+                "{} has both attribute '{key}' and a third input (the zero point read at run \
+                 time): keep one",
+                a.op
+            ),
+        )),
+        (zp, false) => Ok(InputZeroPoint::Constant(zp.unwrap_or_else(ZeroPoint::zero))),
+    }
 }
 
 /// The keywords `activation=` accepts, for error messages.
@@ -633,7 +655,7 @@ pub fn build_op(name: &str, at: Pos, mut a: Attrs, ctx: &OpContext) -> Result<Op
         }
         "ConvInteger" => {
             let conv = conv_attrs(&mut a, ctx)?;
-            let x_zero_point = a.or("x_zp", ZeroPoint::zero(), zero_point_of)?;
+            let x_zero_point = input_zero_point(&mut a, ctx, "x_zp")?;
             let w_zero_point = a.or("w_zp", ZeroPoint::zero(), zero_point_of)?;
             Op::ConvInteger {
                 conv,
@@ -642,7 +664,7 @@ pub fn build_op(name: &str, at: Pos, mut a: Attrs, ctx: &OpContext) -> Result<Op
             }
         }
         "MatMulInteger" => {
-            let a_zero_point = a.or("a_zp", ZeroPoint::zero(), zero_point_of)?;
+            let a_zero_point = input_zero_point(&mut a, ctx, "a_zp")?;
             let b_zero_point = a.or("b_zp", ZeroPoint::zero(), zero_point_of)?;
             Op::MatMulInteger {
                 a_zero_point,

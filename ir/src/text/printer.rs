@@ -353,20 +353,22 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, String)> {
             w_zero_point,
         } => {
             let mut a = conv_attrs(conv);
-            a.extend([
-                ("x_zp", zero_point(x_zero_point)),
-                ("w_zp", zero_point(w_zero_point)),
-            ]);
+            // A run-time zero point is the node's third input: no attribute.
+            a.extend(x_zero_point.constant().map(|zp| ("x_zp", zero_point(zp))));
+            a.push(("w_zp", zero_point(w_zero_point)));
             a
         }
         Op::MatMulInteger {
             a_zero_point,
             b_zero_point,
         } => {
-            vec![
-                ("a_zp", zero_point(a_zero_point)),
-                ("b_zp", zero_point(b_zero_point)),
-            ]
+            let mut a: Vec<_> = a_zero_point
+                .constant()
+                .map(|zp| ("a_zp", zero_point(zp)))
+                .into_iter()
+                .collect();
+            a.push(("b_zp", zero_point(b_zero_point)));
+            a
         }
         Op::FusedConv {
             conv,

@@ -4,7 +4,7 @@ use super::{parse_graph, print_graph, PrintOptions};
 use crate::dtype::{DType, Dim, TensorType};
 use crate::graph::{Graph, ValueDef, ValueId};
 use crate::op::{Activation, BinaryOp, ConvAttrs, GemmAttrs, LrnAttrs, Op, Padding, PoolAttrs};
-use crate::quant::{QParams, ZeroPoint};
+use crate::quant::{InputZeroPoint, QParams, ZeroPoint};
 use crate::tensor::Tensor;
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
@@ -573,10 +573,10 @@ fn every_op_graph() -> Graph {
     node(&mut g, "qmm", qmm, vec![qa, qb], &["qmm"]);
     let convi = Op::ConvInteger {
         conv: conv(&[3, 3], Padding::SameUpper),
-        x_zero_point: ZeroPoint {
+        x_zero_point: InputZeroPoint::Constant(ZeroPoint {
             axis: None,
             values: vec![128],
-        },
+        }),
         w_zero_point: ZeroPoint {
             axis: Some(0),
             values: vec![0, 1, 2, 3],
@@ -584,7 +584,7 @@ fn every_op_graph() -> Graph {
     };
     node(&mut g, "convi", convi, vec![xq, wq], &["convi"]);
     let mmi = Op::MatMulInteger {
-        a_zero_point: ZeroPoint::zero(),
+        a_zero_point: InputZeroPoint::Constant(ZeroPoint::zero()),
         b_zero_point: ZeroPoint {
             axis: Some(1),
             values: vec![-2, 4],
@@ -621,6 +621,18 @@ fn every_op_graph() -> Graph {
         Op::DynamicQuantizeLinear,
         vec![act_f32],
         &["dql_a_y", "dql_a_scale", "dql_a_zp"],
+    );
+    // onnxruntime's dynamic form: the zero point read at run time is the third input.
+    let mmi_run_time = Op::MatMulInteger {
+        a_zero_point: InputZeroPoint::RunTime,
+        b_zero_point: ZeroPoint::zero(),
+    };
+    node(
+        &mut g,
+        "mmi_rt",
+        mmi_run_time,
+        vec![dql_a[0], qb, dql_a[2]],
+        &["mmi_rt"],
     );
     let dyn_bias = k(&mut g, "dyn_bias", f32s(&[2], 6));
     let dyn_mm = Op::DynamicQuantizedMatMul {

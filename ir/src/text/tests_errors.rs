@@ -392,3 +392,14 @@ graph g(%x: f32[2,3]) ; after the header
     let g = parse_graph(src).unwrap();
     assert_eq!(g.node_count(), 1);
 }
+
+#[test]
+fn a_run_time_zero_point_and_the_attribute_together() {
+    let e = parse_err(
+        "graph g(%a: u8[2,3], %b: i8[3,2], %z: u8[]) -> (%y) {
+  %y = MatMulInteger(%a, %b, %z) {a_zp=3}
+}",
+    );
+    assert_eq!((e.line, e.col), (2, 8), "{e}");
+    assert!(e.message.contains("both attribute 'a_zp'"), "{e}");
+}

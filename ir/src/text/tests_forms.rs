@@ -540,6 +540,7 @@ fn zero_points_take_a_number_or_a_record() {
     else {
         panic!("{:?}", node.op)
     };
+    let a_zero_point = a_zero_point.constant().expect("a constant zero point");
     assert_eq!(
         (a_zero_point.axis, a_zero_point.values.as_slice()),
         (None, &[3][..])

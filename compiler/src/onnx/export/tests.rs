@@ -2,7 +2,7 @@
 //! typing, and (ignored by default) a model with every special case for onnxruntime.
 use super::*;
 use crate::onnx::proto::tensor_shape_proto::dimension;
-use qcc_ir::{GemmAttrs, TensorType};
+use qcc_ir::{GemmAttrs, InputZeroPoint, TensorType};
 
 fn qp(dtype: DType, scale: f32, zp: i32) -> QParams {
     QParams::per_tensor(dtype, scale, zp).expect("valid parameters")
@@ -212,10 +212,10 @@ pub(super) fn op_coverage_graph(per_channel: bool) -> Result<Graph, qcc_ir::Grap
     };
     let qmm = node(&mut g, "qlinear_matmul", qmm, vec![q, bq])?;
     let mmi = Op::MatMulInteger {
-        a_zero_point: ZeroPoint {
+        a_zero_point: InputZeroPoint::Constant(ZeroPoint {
             axis: None,
             values: vec![10],
-        },
+        }),
         b_zero_point: ZeroPoint::zero(),
     };
     let mmi = node(&mut g, "matmul_integer", mmi, vec![q, bq])?;
@@ -255,10 +255,10 @@ pub(super) fn op_coverage_graph(per_channel: bool) -> Result<Graph, qcc_ir::Grap
     // Per tensor: onnxruntime's ConvInteger refuses per-channel weight zero points.
     let ci = Op::ConvInteger {
         conv: conv1,
-        x_zero_point: ZeroPoint {
+        x_zero_point: InputZeroPoint::Constant(ZeroPoint {
             axis: None,
             values: vec![128],
-        },
+        }),
         w_zero_point: ZeroPoint {
             axis: None,
             values: vec![3],
@@ -272,11 +272,23 @@ pub(super) fn op_coverage_graph(per_channel: bool) -> Result<Graph, qcc_ir::Grap
         vec!["dyn.y".into(), "dyn.scale".into(), "dyn.zp".into()],
     )?;
     let dyn_y = g.node(dql).outputs[0];
+    // onnxruntime's dynamic form: A's zero point is DynamicQuantizeLinear's, read at run time.
+    let mmi_run_time = Op::MatMulInteger {
+        a_zero_point: InputZeroPoint::RunTime,
+        b_zero_point: ZeroPoint::zero(),
+    };
+    let dyn_zp = g.node(dql).outputs[2];
+    let mmi_rt = node(
+        &mut g,
+        "matmul_integer_run_time",
+        mmi_run_time,
+        vec![dyn_y, bq, dyn_zp],
+    )?;
     let shape = node(&mut g, "shape", Op::Shape { start: 0, end: 4 }, vec![x])?;
     let idx = g.add_constant("gather.indices", Tensor::from_i64(&[2], vec![3, -1]))?;
     let gathered = node(&mut g, "gather", Op::Gather { axis: 1 }, vec![rm, idx])?;
     let fused = super::tests_fused::fused_ops(&mut g, x, dq)?;
-    let mut outputs = vec![fc, qmm, mmi, qc, ci, dyn_y, shape, gathered];
+    let mut outputs = vec![fc, qmm, mmi, qc, ci, dyn_y, mmi_rt, shape, gathered];
     outputs.extend(fused);
     g.set_outputs(outputs);
     g.verify()?;

@@ -1,12 +1,13 @@
 //! One function per quantization op. Scales and zero points must be known at import time;
-//! they become `QParams` / `ZeroPoint` attributes. A scale with one element is per tensor, a
+//! they become `QParams` / `ZeroPoint` attributes (but for the input zero point of
+//! ConvInteger/MatMulInteger, which onnxruntime's dynamic quantization computes at run time). A scale with one element is per tensor, a
 //! 1-D scale with more is per channel along the op's channel axis.
 
 use super::node::{Lowered, NodeCtx};
 use super::ops::{conv_attrs, unary};
 use super::tensor::{dtype_from_onnx, onnx_type_name};
 use super::ImportError;
-use qcc_ir::{DType, Op, QParams, ValueId, ZeroPoint};
+use qcc_ir::{DType, InputZeroPoint, Op, QParams, ValueId, ZeroPoint};
 
 type R = Result<Lowered, ImportError>;
 
@@ -219,11 +220,31 @@ fn zero_point(
     }
 }
 
-/// x's zero point is per tensor; w's per tensor or per output channel.
+/// The zero point of the first operand (input 2): a constant, or a value computed at run time
+/// (onnxruntime's dynamic quantization: an output of DynamicQuantizeLinear), which the node
+/// then takes as its third input. Returns it and the node's inputs.
+fn input_zero_point(
+    ctx: &NodeCtx,
+    operands: [ValueId; 2],
+    axis: Option<usize>,
+    what: &str,
+) -> Result<(InputZeroPoint, Vec<ValueId>), ImportError> {
+    match ctx.input(2) {
+        Some(zp) if ctx.graph.known_value(zp).is_none() => {
+            Ok((InputZeroPoint::RunTime, vec![operands[0], operands[1], zp]))
+        }
+        _ => Ok((
+            InputZeroPoint::Constant(zero_point(ctx, 2, operands[0], axis, what)?),
+            operands.to_vec(),
+        )),
+    }
+}
+
+/// x's zero point is per tensor (constant or run-time); w's per tensor or per output channel.
 pub(crate) fn conv_integer(ctx: &NodeCtx) -> R {
     let (x, w) = (ctx.required(0, "x")?, ctx.required(1, "w")?);
     let conv = conv_attrs(ctx, w)?;
-    let x_zero_point = zero_point(ctx, 2, x, None, "x_zero_point")?;
+    let (x_zero_point, inputs) = input_zero_point(ctx, [x, w], None, "x_zero_point")?;
     let w_zero_point = zero_point(ctx, 3, w, Some(0), "w_zero_point")?;
     ctx.node(
         Op::ConvInteger {
@@ -231,14 +252,15 @@ pub(crate) fn conv_integer(ctx: &NodeCtx) -> R {
             x_zero_point,
             w_zero_point,
         },
-        vec![x, w],
+        inputs,
     )
 }
 
-/// a's zero point may be per row, b's per column.
+/// a's zero point may be per row (or a run-time scalar), b's per column.
 pub(crate) fn matmul_integer(ctx: &NodeCtx) -> R {
     let (a, b) = (ctx.required(0, "A")?, ctx.required(1, "B")?);
-    let a_zero_point = zero_point(ctx, 2, a, ctx.rank(a).checked_sub(2), "a_zero_point")?;
+    let a_axis = ctx.rank(a).checked_sub(2);
+    let (a_zero_point, inputs) = input_zero_point(ctx, [a, b], a_axis, "a_zero_point")?;
     let b_axis = ctx.rank(b).checked_sub(1).filter(|_| ctx.rank(b) >= 2);
     let b_zero_point = zero_point(ctx, 3, b, b_axis, "b_zero_point")?;
     ctx.node(
@@ -246,7 +268,7 @@ pub(crate) fn matmul_integer(ctx: &NodeCtx) -> R {
             a_zero_point,
             b_zero_point,
         },
-        vec![a, b],
+        inputs,
     )
 }
 

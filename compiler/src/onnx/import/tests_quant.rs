@@ -5,7 +5,7 @@ use super::tests::*;
 use super::tests_ops::single;
 use super::*;
 use crate::onnx::proto::{DataType, TensorProto};
-use qcc_ir::{Op, QParams, ZeroPoint};
+use qcc_ir::{InputZeroPoint, Op, QParams, ZeroPoint};
 
 #[test]
 fn quantize_and_dequantize_parameters() {
@@ -143,10 +143,10 @@ fn qlinear_and_integer_ops() {
     };
     assert_eq!(
         a_zero_point,
-        ZeroPoint {
+        InputZeroPoint::Constant(ZeroPoint {
             axis: None,
             values: vec![3]
-        }
+        })
     );
     assert_eq!(
         b_zero_point,
@@ -176,7 +176,7 @@ fn qlinear_and_integer_ops() {
     };
     assert_eq!(
         (x_zero_point, w_zero_point.axis),
-        (ZeroPoint::zero(), Some(0))
+        (InputZeroPoint::Constant(ZeroPoint::zero()), Some(0))
     );
 
     let m = model(
@@ -193,4 +193,53 @@ fn qlinear_and_integer_ops() {
     );
     let g = import(&m).unwrap();
     assert_eq!(output_type(&g, 2), TensorType::new(DType::U8, vec![]));
+}
+
+/// onnxruntime's `quantize_dynamic` form: the input's zero point comes from a
+/// DynamicQuantizeLinear, so ConvInteger reads it at run time as its third input; the
+/// weight's zero point must still be a constant.
+#[test]
+fn conv_integer_with_the_zero_point_of_a_dynamic_quantize_linear() {
+    let conv_model = |w_zero_point: &str| {
+        model(
+            11,
+            vec![
+                node("DynamicQuantizeLinear", &["x"], &["xq", "xs", "xz"], vec![]),
+                node(
+                    "ConvInteger",
+                    &["xq", "w", "xz", w_zero_point],
+                    &["y"],
+                    vec![],
+                ),
+            ],
+            vec![info("x", DataType::Float, &[1, 2, 3, 3])],
+            vec![info("y", DataType::Int32, &[1, 2, 1, 1])],
+            vec![
+                init_u8("w", &[2, 2, 3, 3], &[1; 36]),
+                init_u8("wz", &[], &[7]),
+            ],
+        )
+    };
+    let g = import(&conv_model("wz")).unwrap();
+    let Op::ConvInteger {
+        x_zero_point,
+        w_zero_point,
+        ..
+    } = output_op(&g, 0)
+    else {
+        panic!()
+    };
+    assert_eq!(x_zero_point, InputZeroPoint::RunTime);
+    assert_eq!(w_zero_point.values, [7]);
+    let node_inputs = |g: &qcc_ir::Graph| match g.value(g.outputs()[0]).def {
+        qcc_ir::ValueDef::Node { node, .. } => g.node(node).inputs.len(),
+        _ => 0,
+    };
+    assert_eq!(node_inputs(&g), 3);
+    // A run-time weight zero point is refused, naming the node and the input.
+    let err = import(&conv_model("xz")).unwrap_err().to_string();
+    assert!(
+        err.contains("ConvInteger") && err.contains("w_zero_point"),
+        "{err}"
+    );
 }
