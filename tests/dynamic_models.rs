@@ -119,6 +119,9 @@ fn resnet18_mobilenetv2_and_tiny_cnn_run_dynamically_and_agree_with_the_interpre
         ("resnet18", 1, Profile::TVM, "x86_64-int8-vnni", 0),
         ("mobilenetv2", 1, Profile::X86_VNNI, "x86_64-int8", 17),
         ("tiny-cnn", 3, Profile::TENSORRT, "native-int8", 1),
+        // Asymmetric weights: per-channel zero points (fbgemm), u8 stored as s8 (snpe).
+        ("resnet18", 1, Profile::FBGEMM, "x86_64-int8", 0),
+        ("tiny-cnn", 2, Profile::SNPE, "x86_64-int8-vnni", 1),
     ];
     let mut failures = Vec::new();
     for (model, batch, profile, target, float_expected) in cases {
@@ -165,12 +168,4 @@ fn resnet18_mobilenetv2_and_tiny_cnn_run_dynamically_and_agree_with_the_interpre
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-#[test]
-fn dynamic_mode_refuses_asymmetric_weight_profiles() {
-    let err = check(zoo("tiny-cnn", 1), "x86_64-int8", Profile::FBGEMM)
-        .err()
-        .expect("fbgemm's asymmetric weights are refused");
-    assert!(err.contains("symmetric") && err.contains("fbgemm"), "{err}");
 }

@@ -12,7 +12,9 @@
 //!   `x86_64-int8` JIT (`vpdpbusd`) with the same calibration statistics and the same
 //!   profile: every int8 kernel follows one integer rounding policy (qcc_ir::requant), so
 //!   the outputs must agree bit for bit. Also `--mode dynamic` (the integer kernels with
-//!   the float epilogue).
+//!   the float epilogue), with symmetric weights and with the asymmetric weights of the
+//!   `fbgemm` (s8 per channel) and `snpe` (u8 per tensor, stored as s8) profiles, whose
+//!   kernels subtract `zw·Σ (x − zx)` from the run-time input sums.
 //!
 //! Cost under qemu 7.2 (measured, one core): resnet18 fp32 ~17 s of CPU (qemu emulates float
 //! NEON lane by lane in helpers), resnet18 int8 ~4 s, mobilenetv2 int8 ~1 s; each int8 compile
@@ -233,19 +235,29 @@ fn int8_matches_jit_bit_for_bit(zoo: &str, profile: &str, targets: &[&str], test
     }
 }
 
-/// `targets` compiled with `--mode dynamic` (run-time activation ranges, no statistics), each
-/// against one `x86_64-int8` JIT run of the same: the integer kernels with the float
-/// epilogue, whose float steps are each rounded once, the same on both machines.
-fn dynamic_int8_matches_jit_bit_for_bit(zoo: &str, targets: &[&str], test: &str) {
+/// `targets` compiled with `--mode dynamic` (run-time activation ranges, no statistics) and
+/// `--profile profile` when given, each against one `x86_64-int8` JIT run of the same: the
+/// integer kernels with the float epilogue, whose float steps are each rounded once, the
+/// same on both machines.
+fn dynamic_int8_matches_jit_bit_for_bit(
+    zoo: &str,
+    profile: Option<&str>,
+    targets: &[&str],
+    test: &str,
+) {
     if !cross_tools_present(test) {
         return;
     }
-    let case = Case::new(zoo, &format!("{zoo}-int8-dynamic"));
-    let options = ["--mode".to_string(), "dynamic".to_string()];
+    let tag = profile.unwrap_or("default");
+    let case = Case::new(zoo, &format!("{zoo}-int8-dynamic-{tag}"));
+    let mut options = vec!["--mode".to_string(), "dynamic".to_string()];
+    if let Some(profile) = profile {
+        options.extend(["--profile".to_string(), profile.to_string()]);
+    }
     let from_jit = case.jit_outputs("x86_64-int8", &options);
     for target in targets {
         let from_qemu = case.qemu_outputs(target, &options);
-        let what = format!("{zoo} {target} --mode dynamic");
+        let what = format!("{zoo} {target} --mode dynamic --profile {tag}");
         case.assert_bit_equal(&what, &from_qemu, &from_jit);
     }
 }
@@ -297,7 +309,27 @@ fn resnet18_aarch64_int8_tensorrt_profile_matches_x86_jit_bit_for_bit() {
 fn resnet18_aarch64_int8_dynamic_matches_x86_jit_bit_for_bit() {
     dynamic_int8_matches_jit_bit_for_bit(
         "resnet18",
+        None,
         &["aarch64-int8"],
         "resnet18_aarch64_int8_dynamic",
+    );
+}
+
+/// Dynamic quantization with asymmetric weights: `fbgemm`'s per-channel s8 zero points on
+/// `sdot` (input sums of the flipped bytes, restored to u8 sums) and `usdot`, and `snpe`'s
+/// per-tensor u8 weights stored as s8.
+#[test]
+fn resnet18_aarch64_int8_dynamic_asymmetric_weights_match_x86_jit_bit_for_bit() {
+    dynamic_int8_matches_jit_bit_for_bit(
+        "resnet18",
+        Some("fbgemm"),
+        &["aarch64-int8", "aarch64-int8+i8mm"],
+        "resnet18_aarch64_int8_dynamic_fbgemm",
+    );
+    dynamic_int8_matches_jit_bit_for_bit(
+        "tiny-cnn",
+        Some("snpe"),
+        &["aarch64-int8"],
+        "tiny_cnn_aarch64_int8_dynamic_snpe",
     );
 }

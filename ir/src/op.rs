@@ -304,18 +304,19 @@ pub enum Op {
     /// dot product.
     ///
     /// Inputs: x (u8), x_scale (f32 scalar) and x_zero_point (u8 scalar), the three outputs
-    /// of one DynamicQuantizeLinear; w (i8 `[C_out, C_in/group, kH, kW]`, symmetric: zero
-    /// points 0, per tensor or per output channel along axis 0; a constant the back end
-    /// packs); bias (f32 `[C_out]`, always present); r (f32, the output's shape) when
-    /// `residual`. For output channel `c`, in this order, each float step rounded once in
-    /// f32 (no fused multiply-add):
+    /// of one DynamicQuantizeLinear; w (i8 `[C_out, C_in/group, kH, kW]`, quantized by `w`
+    /// per tensor or per output channel along axis 0, zero points `zw` any i8 (asymmetric
+    /// weights, e.g. onnxruntime's u8 weights stored as s8 by `w − 128`, `zw − 128`); a
+    /// constant the back end packs); bias (f32 `[C_out]`, always present); r (f32, the
+    /// output's shape) when `residual`. For output channel `c`, in this order, each float
+    /// step rounded once in f32 (no fused multiply-add):
     ///
     /// ```text
-    /// acc = Σ (x − x_zero_point)·w        i32, wrapping; padding taps read x_zero_point
+    /// acc = Σ (x − x_zero_point)·(w − zw[c])   i32, wrapping; padding taps read x_zero_point
     /// s   = x_scale · s_w[c]
-    /// y   = f32(acc) · s + bias[c]        f32(acc) rounds to nearest even
-    /// y   = y + r                         only with a residual
-    /// y   = act(y)                        as Op::Activation
+    /// y   = f32(acc) · s + bias[c]               f32(acc) rounds to nearest even
+    /// y   = y + r                                only with a residual
+    /// y   = act(y)                               as Op::Activation
     /// ```
     DynamicQuantizedConv {
         conv: ConvAttrs,
@@ -327,9 +328,13 @@ pub enum Op {
     /// [`Op::DynamicQuantizedConv`] with the column `n` in place of the output channel.
     ///
     /// Inputs: a (u8 `[..., M, K]`), a_scale, a_zero_point (from one DynamicQuantizeLinear),
-    /// b (i8 `[K, N]`, symmetric, per tensor or per column along axis 1; a constant), bias
-    /// (f32 `[N]`). Output f32 `[..., M, N]`:
-    /// `y = act(f32(Σ_k (a − a_zero_point)·b[k, n]) · (a_scale · s_b[n]) + bias[n])`.
+    /// b (i8 `[K, N]`, zero points `zb` any i8, per tensor or per column along axis 1; a
+    /// constant), bias (f32 `[N]`). Output f32 `[..., M, N]`, `acc` i32 and wrapping:
+    ///
+    /// ```text
+    /// acc = Σ_k (a − a_zero_point)·(b[k, n] − zb[n])
+    /// y   = act(f32(acc) · (a_scale · s_b[n]) + bias[n])
+    /// ```
     DynamicQuantizedMatMul {
         b: QParams,
         activation: Option<Activation>,

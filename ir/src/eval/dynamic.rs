@@ -1,5 +1,6 @@
 //! qcc's dynamically quantized ops, DynamicQuantizedConv and DynamicQuantizedMatMul: the
-//! exact i32 dot product of a run-time-quantized u8 input with compile-time s8 weights, then
+//! exact i32 dot product of a run-time-quantized u8 input with compile-time s8 weights
+//! (both centred on their zero points, the weights' per tensor or per channel), then
 //! a float epilogue whose every step rounds once in f32 in the order the op's doc gives
 //! ([`crate::op::Op::DynamicQuantizedConv`]), so compiled code equals this interpreter bit
 //! for bit.
@@ -106,7 +107,7 @@ pub(super) fn dynamic_quantized_conv(
         inputs[0],
         &[x_zp],
         inputs[3],
-        &vec![0; w.scales().len()],
+        w.zero_points(),
         w.axis(),
     )?;
     let cout = dims[1];
@@ -141,7 +142,7 @@ pub(super) fn dynamic_quantized_matmul(
     let n = bw.dims()[1];
     let (a_scale, a_zp) = input_quantization(inputs[1], inputs[2])?;
     let ac = centered(a, &[a_zp], None)?;
-    let bc = centered(bw, &vec![0; b.scales().len()], b.axis())?;
+    let bc = centered(bw, b.zero_points(), b.axis())?;
     let (dims, acc) = batched_matmul(&ac, a.dims(), &bc, bw.dims())?;
     let y = float_epilogue(&acc, a_scale, b, inputs[4], n, |i| i % n.max(1))?;
     finish(&dims, y, None, act)
@@ -261,6 +262,92 @@ mod tests {
         assert_eq!(
             y.as_f32().unwrap().iter().copied().collect::<Vec<_>>(),
             [5.0, 4.5]
+        );
+    }
+
+    #[test]
+    fn conv_centres_the_weights_on_their_per_channel_zero_points() {
+        // The first test's convolution with weight zero points 1 and −2: the centred weights
+        // are 2 − 1 = 1 and −3 + 2 = −1.
+        let x = u8s(&[1, 1, 2, 2], &[10, 12, 14, 9]);
+        let w = i8s(&[2, 1, 1, 1], &[2, -3]);
+        let wq = QParams::per_channel(DType::I8, 0, vec![0.5, 0.25], vec![1, -2]).unwrap();
+        let op = Op::DynamicQuantizedConv {
+            conv: conv_attrs(1, 0),
+            w: wq,
+            residual: false,
+            activation: None,
+        };
+        let y = run1(
+            &op,
+            &[
+                &x,
+                &scalar_f32(0.1),
+                &scalar_u8(10),
+                &w,
+                &f32s(&[2], &[1.0, -1.0]),
+            ],
+        );
+        let (s0, s1) = (0.1f32 * 0.5, 0.1f32 * 0.25);
+        // Channel 0: (x − 10)·1 = [0, 2, 4, −1]; channel 1: (x − 10)·−1 = [0, −2, −4, 1].
+        let expect: Vec<f32> = [0, 2, 4, -1]
+            .iter()
+            .map(|&a| a as f32 * s0 + 1.0)
+            .chain([0, -2, -4, 1].iter().map(|&a| a as f32 * s1 - 1.0))
+            .collect();
+        assert_eq!(
+            y.as_f32().unwrap().iter().copied().collect::<Vec<_>>(),
+            expect
+        );
+    }
+
+    #[test]
+    fn conv_padding_contributes_nothing_with_a_weight_zero_point() {
+        // As the padding test, weights 1 with zero point 3: padding taps are
+        // (x_zero_point − x_zero_point)·(1 − 3) = 0, the centre tap (7 − 5)·(1 − 3) = −4.
+        let x = u8s(&[1, 1, 1, 1], &[7]);
+        let w = i8s(&[1, 1, 3, 3], &[1; 9]);
+        let wq = QParams::per_tensor(DType::I8, 1.0, 3).unwrap();
+        let op = Op::DynamicQuantizedConv {
+            conv: conv_attrs(3, 1),
+            w: wq,
+            residual: false,
+            activation: None,
+        };
+        let y = run1(
+            &op,
+            &[&x, &scalar_f32(2.0), &scalar_u8(5), &w, &f32s(&[1], &[0.5])],
+        );
+        assert_eq!(
+            y.as_f32().unwrap().iter().copied().collect::<Vec<_>>(),
+            [-7.5]
+        );
+    }
+
+    #[test]
+    fn matmul_centres_the_weights_on_their_per_column_zero_points() {
+        let a = u8s(&[1, 2], &[3, 5]);
+        let b = i8s(&[2, 2], &[1, -1, 2, 4]);
+        let bq = QParams::per_channel(DType::I8, 1, vec![1.0, 0.5], vec![-1, 2]).unwrap();
+        let op = Op::DynamicQuantizedMatMul {
+            b: bq,
+            activation: None,
+        };
+        let y = run1(
+            &op,
+            &[
+                &a,
+                &scalar_f32(0.5),
+                &scalar_u8(1),
+                &b,
+                &f32s(&[2], &[0.0, 1.0]),
+            ],
+        );
+        // a − 1 = [2, 4]; b − zb: column 0 [2, 3] → 4 + 12 = 16 → 16·0.5 = 8;
+        // column 1 [−3, 2] → −6 + 8 = 2 → 2·0.25 + 1 = 1.5.
+        assert_eq!(
+            y.as_f32().unwrap().iter().copied().collect::<Vec<_>>(),
+            [8.0, 1.5]
         );
     }
 }

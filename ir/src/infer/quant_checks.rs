@@ -244,7 +244,7 @@ pub(super) fn qparams_fit(q: &crate::QParams, t: &TensorType) -> R<()> {
 
 /// The operands of a dynamically quantized op (DynamicQuantizedConv/MatMul): the three
 /// outputs of a DynamicQuantizeLinear (u8 data, f32 scalar scale, u8 scalar zero point) and
-/// symmetric i8 weights per tensor or per channel along `weight_axis`.
+/// i8 weights (any i8 zero points) per tensor or per channel along `weight_axis`.
 pub(super) fn dynamic_operands(
     input: &[&TensorType],
     qw: &crate::QParams,
@@ -274,11 +274,8 @@ pub(super) fn dynamic_operands(
             "{w_name} must be quantized per tensor or per channel along axis {weight_axis}"
         ));
     }
-    if qw.zero_points().iter().any(|&z| z != 0) {
-        return Err(format!(
-            "{w_name} must be symmetric (zero points 0), is {qw}"
-        ));
-    }
+    // Nonzero weight zero points (asymmetric weights) are part of the op: `QParams` keeps
+    // them inside i8's range and `qparams_match` checked their type and count.
     Ok(())
 }
 

@@ -8,8 +8,11 @@
 //! [`Op::DynamicQuantizedConv`]/[`Op::DynamicQuantizedMatMul`] that keeps the layer's name, its
 //! bias, residual and activation, fed by one [`Op::DynamicQuantizeLinear`] per distinct input
 //! tensor (two layers reading the same tensor share its quantization). Weights follow the
-//! profile's weight scheme, which must be symmetric s8 (the dynamic kernels do no weight
-//! zero-point correction): `x86-vnni`, `arm`, `tensorrt`, `acl` and `tvm` are.
+//! profile's weight scheme (granularity, symmetry, scale format): symmetric weights have
+//! zero points 0 (`x86-vnni`, `arm`, `tensorrt`, `acl`, `tvm`), asymmetric ones get theirs
+//! (`fbgemm` per channel, `snpe` per tensor), which the ops subtract exactly. Weights are
+//! always stored as s8: a profile's u8 weights are quantized as u8, then stored as
+//! `w − 128` with zero point `zp − 128` (exact: `w − zp` is unchanged).
 //!
 //! Left in fp32, each with a note: depthwise convolutions (one input channel per output:
 //! an int8 dot product of length `kH·kW` does not pay for quantizing its input; qcc has no
@@ -19,10 +22,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use qcc_ir::{GemmAttrs, Graph, Node, Op, QParams, Rebuilder, Tensor, ValueId};
+use qcc_ir::{DType, GemmAttrs, Graph, Node, Op, QParams, Rebuilder, Tensor, TensorType, ValueId};
 
 use super::insert::{floor_weight_scales, Exclusions};
-use super::{weight_qparams, Profile, QuantType, RangeMethod, Symmetry};
+use super::{weight_qparams, Profile, QuantType, RangeMethod};
 use crate::{Pass, PassError};
 
 const PASS: &str = "quantize-dynamic";
@@ -30,7 +33,7 @@ const PASS: &str = "quantize-dynamic";
 /// What `--mode dynamic` takes.
 #[derive(Clone, Debug)]
 pub struct DynamicOptions {
-    /// Its weight scheme (granularity, scale format) is used; it must be symmetric s8.
+    /// Its weight scheme (granularity, symmetry, type, scale format) is used.
     pub profile: Profile,
     /// How the weights' clip ranges are chosen.
     pub weight_method: RangeMethod,
@@ -106,14 +109,6 @@ pub fn quantize_dynamic(
     graph: &mut Graph,
     options: &DynamicOptions,
 ) -> Result<(bool, Vec<String>), PassError> {
-    let scheme = options.profile.weights;
-    if scheme.dtype != QuantType::I8 || scheme.symmetry != Symmetry::Symmetric {
-        return Err(pass_err(format!(
-            "profile '{}' quantizes weights as {:?} {:?}; dynamic quantization needs symmetric \
-             s8 weights (profiles x86-vnni, arm, tensorrt, acl, tvm)",
-            options.profile.name, scheme.symmetry, scheme.dtype
-        )));
-    }
     let mut exclusions = Exclusions::new(&options.exclude);
     let mut kept_float = Vec::new();
     let mut excluded = Vec::new();
@@ -250,8 +245,8 @@ fn rewrite_layer(
     Ok(r.new.node(n).outputs.clone())
 }
 
-/// The weight's parameters (the profile's scheme, channel `axis`, symmetric) and its s8
-/// values, quantized by QuantizeLinear's definition.
+/// The weight's parameters (the profile's scheme, channel `axis`) and its s8 values,
+/// quantized by QuantizeLinear's definition (u8 weights then stored as s8, [`u8_as_s8`]).
 fn quantize_weight(
     weight: &Tensor,
     axis: usize,
@@ -276,6 +271,27 @@ fn quantize_weight(
     let q = qcc_ir::eval::eval_op(&Op::QuantizeLinear(params.clone()), &[weight])
         .map_err(|e| e.to_string())?
         .remove(0);
+    match options.profile.weights.dtype {
+        QuantType::I8 => Ok((params, q)),
+        QuantType::U8 => u8_as_s8(&params, &q),
+    }
+}
+
+/// u8 weights and their parameters as the s8 the dynamic ops take: `w − 128`, zero points
+/// `zp − 128`, scales unchanged. Exact: every `w − zp` is the same.
+fn u8_as_s8(params: &QParams, q: &Tensor) -> Result<(QParams, Tensor), String> {
+    let zero_points = params.zero_points().iter().map(|&z| z - 128).collect();
+    let params = QParams::new(
+        DType::I8,
+        params.axis(),
+        params.scales().to_vec(),
+        zero_points,
+    )
+    .map_err(|e| e.to_string())?;
+    // A byte's u8 value minus 128 is its s8 value with the top bit flipped.
+    let bytes: Vec<u8> = q.to_le_bytes().iter().map(|&b| b ^ 0x80).collect();
+    let q = Tensor::from_le_bytes(&TensorType::new(DType::I8, q.dims().to_vec()), &bytes)
+        .ok_or_else(|| format!("{} u8 weight bytes for dims {:?}", bytes.len(), q.dims()))?;
     Ok((params, q))
 }
 
@@ -499,12 +515,39 @@ mod tests {
         assert!(err.to_string().contains("nothing*"), "{err}");
     }
 
+    /// The asymmetric profiles: fbgemm (s8 per channel) and snpe (u8 per tensor, stored as
+    /// s8 by `w − 128`, `zp − 128`) give their weights nonzero zero points and keep the
+    /// layer's meaning.
     #[test]
-    fn asymmetric_weight_profiles_are_refused() {
-        let mut g = parse(&gemm_and_depthwise());
-        let mut o = options(&[]);
-        o.profile = Profile::SNPE;
-        let err = quantize_dynamic(&mut g, &o).unwrap_err();
-        assert!(err.to_string().contains("symmetric"), "{err}");
+    fn asymmetric_weight_profiles_quantize_with_zero_points_and_keep_the_semantics() {
+        // The Gemm's weights are mostly ≥ −0.5 and up to 0.875: an asymmetric range.
+        for profile in [Profile::FBGEMM, Profile::SNPE] {
+            let mut g = parse(&gemm_and_depthwise());
+            let before = g.clone();
+            let mut o = options(&[]);
+            o.profile = profile;
+            let (changed, _) = quantize_dynamic(&mut g, &o).unwrap();
+            assert!(changed, "{}", profile.name);
+            let matmul = g
+                .petgraph()
+                .node_indices()
+                .map(|n| g.node(n))
+                .find(|n| matches!(n.op, Op::DynamicQuantizedMatMul { .. }))
+                .expect("the Gemm is quantized");
+            let Op::DynamicQuantizedMatMul { b, .. } = &matmul.op else {
+                unreachable!("found by its op")
+            };
+            assert_eq!(b.dtype(), DType::I8, "{}", profile.name);
+            assert!(
+                b.zero_points().iter().any(|&z| z != 0),
+                "{}: {b}",
+                profile.name
+            );
+            let weight = g.constant(matmul.inputs[3]).expect("a constant weight");
+            assert_eq!(weight.dtype(), DType::I8, "{}", profile.name);
+            // As loose as the symmetric test's bound: a lost zero point (or a u8 weight read
+            // as s8 without the shift) errs by far more.
+            assert_same_semantics_within(&before, &g, 0.08);
+        }
     }
 }

@@ -46,7 +46,8 @@ use crate::lower::node::ConvGeometry;
 /// quantization is read at run time and the output and residual are f32:
 /// `void k(const uint8_t *x, const float *x_scale, const uint8_t *x_zero_point,
 /// const int8_t *w_packed, const float_records *records, [const float *r,] float *y,
-/// uint8_t *scratch)`; padding taps read the byte at `x_zero_point`.
+/// uint8_t *scratch)`; padding taps read the byte at `x_zero_point`. With weight zero points
+/// its pixel sums are centred at run time, `Σ (x − zx)` over the packed reduction.
 #[derive(Clone, Debug)]
 pub struct QConvKernel {
     pub(crate) spec: KernelSpec,
@@ -75,6 +76,9 @@ struct GroupPointers {
     extras: Option<Value>,
     residual: Option<Value>,
     sums: Option<Value>,
+    /// `K4·zx` (i32) with the run-time `zx`, subtracted from the pixel sums of the float
+    /// epilogue (`super::rowsum`).
+    sums_centre: Option<Value>,
     /// The run-time input quantization of the float epilogue.
     float: Option<FloatOperands>,
 }
@@ -380,7 +384,8 @@ impl QConvKernel {
         self.pack_panel(b, context, group, &pixels[..nr], valid);
         if let Some(sums) = group.sums {
             let groups = packed_reduction(g) / K_GROUP;
-            emit_panel_sums(&self.micro, b, pointer, group.scratch, groups, sums);
+            let centre = group.sums_centre;
+            emit_panel_sums(&self.micro, b, pointer, group.scratch, groups, centre, sums);
         }
         let cout_g = g.out_channels / g.group;
         let element = self.micro.output.element_bytes() as i64;
@@ -495,6 +500,15 @@ impl Kernel for QConvKernel {
             .ins()
             .iadd_imm_s(x, (g.batch * g.in_channels) as i64 * in_plane);
         let k4 = packed_reduction(g) as i64;
+        // The float epilogue's `zx` is known only now: its sums are centred here, `K4·zx`
+        // (the packed panel's padding taps and channels hold `zx` too, so `K` is `K4`).
+        let sums_centre = match (sums, float) {
+            (Some(_), Some(float)) => {
+                let zero_point = b.ins().uload8(types::I32, flags(), float.zero_point, 0);
+                Some(b.ins().imul_imm_s(zero_point, k4))
+            }
+            _ => None,
+        };
 
         let zero = b.ins().iconst(pointer, 0);
         let batch = b.ins().iconst(pointer, g.batch as i64);
@@ -530,6 +544,7 @@ impl Kernel for QConvKernel {
                     extras,
                     residual: residual.map(|r| b.ins().iadd(r, y_offset)),
                     sums,
+                    sums_centre,
                     float,
                 };
                 walk_panels(b, pointer, out_plane, nr, |b, p0, start, width| {

@@ -9,9 +9,12 @@
 //! weights and f32 bias (packed here into blobs 0 and 1), 5 the f32 residual of a
 //! convolution. Output 0 is f32.
 //!
-//! Weights must be symmetric (zero points 0): the compensation `zx·Σw[c]` is then the only
-//! correction, applied in the epilogue. Depthwise convolutions run through the grouped
-//! implicit GEMM (the quantization pass keeps them in fp32, so this is only a fallback).
+//! Weights may be asymmetric (onnxruntime's `quantize_dynamic` writes u8 weights with zero
+//! points, stored as s8 by `w − 128`): with any nonzero zero point the kernel also sums its
+//! input (per panel pixel or row of A) and subtracts `zw[c]·Σ (x − zx)` in the epilogue
+//! (`_zw` in its name); with all zero it is the plain kernel, the compensation `zx·Σw[c]` the
+//! only correction. Depthwise convolutions run through the grouped implicit GEMM (the
+//! quantization pass keeps them in fp32, so this is only a fallback).
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use super::conv::{pack_qconv_weights, QConvKernel};
 use super::dynamic_epilogue::{float_records, FloatStage};
 use super::gemm::{pack_qgemm_weights, QGemmKernel};
 use super::microkernel::{BlockEpilogue, QMicroKernel, RowOperand, K_GROUP};
+use super::residual::{nonzero_weight_zero_points, Extras};
 use super::{check_conv_geometry, int8_spec, unsupported, Int8Choice};
 use crate::lower::kernel::{KernelError, KernelParam};
 use crate::lower::node::{Arg, ConvGeometry, KernelCall, NodeLowering};
@@ -34,7 +38,7 @@ pub struct DynamicConvParams<'a> {
     pub weight: &'a [i8],
     /// Per output channel (`C_out` values) or one for all.
     pub weight_scales: &'a [f32],
-    /// Must all be zero (symmetric weights); one or `C_out` values.
+    /// One (per tensor) or `C_out` values, in −128..=127; all zero is the plain kernel.
     pub weight_zero_points: &'a [i32],
     /// f32, `C_out` values.
     pub bias: &'a [f32],
@@ -54,24 +58,22 @@ pub struct DynamicGemmParams<'a> {
     pub weight: &'a [i8],
     /// Per column (`n` values) or one for all.
     pub weight_scales: &'a [f32],
-    /// Must all be zero; one or `n` values.
+    /// One (per tensor) or `n` values, in −128..=127; all zero is the plain kernel.
     pub weight_zero_points: &'a [i32],
     /// f32, `n` values.
     pub bias: &'a [f32],
     pub activation: Option<Activation>,
 }
 
-fn check_symmetric(kernel: &str, zero_points: &[i32]) -> Result<(), KernelError> {
-    match zero_points.iter().find(|&&z| z != 0) {
-        Some(z) => Err(unsupported(
-            kernel,
-            format!(
-                "weight zero point {z}: dynamic quantization takes symmetric weights (zero \
-                 points 0) only"
-            ),
-        )),
-        None => Ok(()),
-    }
+/// The block with the weight-zero-point term when `zero_points` has a nonzero value.
+fn with_zero_points(
+    micro: QMicroKernel,
+    zero_points: Option<&[i32]>,
+) -> Result<QMicroKernel, String> {
+    micro.with_extras(Extras {
+        weight_zero_points: zero_points.is_some(),
+        residual: None,
+    })
 }
 
 /// `Σ_k w[c, k]` per output (wrapping, like the accumulator).
@@ -99,7 +101,8 @@ pub fn lower_dynamic_qconv_with(
     let kernel_name = "dynamic int8 Conv";
     let fail = |reason: String| unsupported(kernel_name, reason);
     check_conv_geometry(&g).map_err(fail)?;
-    check_symmetric(kernel_name, params.weight_zero_points)?;
+    let zero_points = nonzero_weight_zero_points(Some(params.weight_zero_points), g.out_channels)
+        .map_err(fail)?;
     let stage = FloatStage {
         activation: params.activation,
         residual: params.residual,
@@ -111,6 +114,7 @@ pub fn lower_dynamic_qconv_with(
         BlockEpilogue::Float(stage),
         choice.k_unroll,
     )
+    .and_then(|micro| with_zero_points(micro, zero_points))
     .map_err(fail)?;
     let k = g.reduction();
     let weight = params.weight;
@@ -123,7 +127,7 @@ pub fn lower_dynamic_qconv_with(
     }
     let sums = weight_sums(g.out_channels, k, |c, kk| weight[c * k + kk]);
     let (records, array_bytes) =
-        float_records(&sums, params.weight_scales, params.bias).map_err(fail)?;
+        float_records(&sums, params.weight_scales, params.bias, zero_points).map_err(fail)?;
     let packed = pack_qconv_weights(&g, weight, choice.tile.rows as usize).map_err(fail)?;
     let op = format!(
         "dqconv_n{}_c{}x{}x{}_o{}x{}x{}_{}_{}",
@@ -201,7 +205,8 @@ pub fn lower_dynamic_qgemm_with(
     if k == 0 || n == 0 {
         return Err(fail(format!("empty product: k = {k}, n = {n}")));
     }
-    check_symmetric(kernel_name, params.weight_zero_points)?;
+    let zero_points =
+        nonzero_weight_zero_points(Some(params.weight_zero_points), n).map_err(fail)?;
     let stage = FloatStage {
         activation: params.activation,
         residual: false,
@@ -216,6 +221,7 @@ pub fn lower_dynamic_qgemm_with(
         BlockEpilogue::Float(stage),
         choice.k_unroll,
     )
+    .and_then(|micro| with_zero_points(micro, zero_points))
     .map_err(fail)?;
     let weight = params.weight;
     if k.checked_mul(n) != Some(weight.len()) {
@@ -226,38 +232,47 @@ pub fn lower_dynamic_qgemm_with(
     }
     let sums = weight_sums(n, k, |j, kk| weight[kk * n + j]);
     let (records, array_bytes) =
-        float_records(&sums, params.weight_scales, params.bias).map_err(fail)?;
+        float_records(&sums, params.weight_scales, params.bias, zero_points).map_err(fail)?;
     let packed = pack_qgemm_weights(weight, k, n, false, micro.nr() as usize).map_err(fail)?;
     let op = format!("dqgemm_k{k}_n{n}_{}", micro.name());
     let bytes_arg = |index| Arg::Bytes { index, offset: 0 };
-    let kernel_params = vec![
+    let mut kernel_params = vec![
         KernelParam::input("a"),
         KernelParam::input("a_scale"),
         KernelParam::input("a_zero_point"),
         KernelParam::input("w_packed"),
         KernelParam::input("records"),
         KernelParam::output("y"),
-        KernelParam::size("m"),
-        KernelParam::size("lda"),
-        KernelParam::size("ldc"),
     ];
-    let args = vec![
+    let mut args = vec![
         Arg::input(0),
         Arg::input(1),
         Arg::input(2),
         bytes_arg(0),
         bytes_arg(1),
         Arg::output(0),
-        Arg::Size(m),
-        Arg::Size(k),
-        // Bytes between output rows: f32.
-        Arg::Size(4 * n),
     ];
+    // The `m` centred row sums of A, with weight zero points.
+    let scratch_bytes = if zero_points.is_some() {
+        kernel_params.push(KernelParam::output("row_sums"));
+        args.push(Arg::Scratch { offset: 0 });
+        4 * m
+    } else {
+        0
+    };
+    kernel_params.extend([
+        KernelParam::size("m"),
+        KernelParam::size("lda"),
+        KernelParam::size("ldc"),
+    ]);
+    // Bytes between output rows: f32.
+    args.extend([Arg::Size(m), Arg::Size(k), Arg::Size(4 * n)]);
     let spec = int8_spec(arch, op, choice.tile, kernel_params);
     let kernel = QGemmKernel::new_float(spec, micro, k, n, array_bytes);
     Ok(NodeLowering {
         calls: vec![KernelCall::new(Arc::new(kernel), args)?],
         bytes: vec![packed, records],
+        scratch_bytes,
         description: format!("dynamic int8 gemm {m}x{n}x{k} {}", micro.name()),
         ..NodeLowering::default()
     })

@@ -4,13 +4,23 @@
 //!
 //! The kernels multiply the raw u8 bytes (padding taps read the run-time zero point), so
 //! `Σ (x − zx)·w = acc − zx·Σw[c]`, the compensation moved from the compile-time bias (static
-//! int8, `super`) into the epilogue. With `sdot` the bytes enter as `x − 128` and `zx` below
-//! is `zx − 128` (`DotProduct::activation_offset`). Per output channel (convolution) or
-//! column (matrix product), in the interpreter's order, every float step rounded once (no
-//! fused multiply-add):
+//! int8, `super`) into the epilogue. With `sdot` the bytes enter as `x − 128` and `zx` in
+//! that term is `zx − 128` (`DotProduct::activation_offset`).
+//!
+//! Weight zero points `zw[c]` add `Σ (x − zx)(w − zw[c]) = Σ (x − zx)·w − zw[c]·Σ (x − zx)`.
+//! The kernels with them (`_zw` in the name; the others compute no sums) sum the input bytes
+//! per output pixel of the packed panel (convolution; padding taps and channels hold `zx`, so
+//! `K` is the packed reduction) or per row of A (matrix product; `K = k`), centred on the
+//! run-time `zx` as they are summed: `S = Σx − K·zx`, with `Σx` the sums of the stored u8
+//! bytes and `zx` the u8 zero point whatever the dot product (`super::rowsum`). With `sdot`
+//! that is still exact: `Σ (x' − zx')(w − zw) = acc' − zx'·Σw − zw·(Σx − K·zx)` for
+//! `x' = x − 128`, `zx' = zx − 128`.
+//!
+//! Per output channel (convolution) or column (matrix product), in the interpreter's order,
+//! every float step rounded once (no fused multiply-add):
 //!
 //! ```text
-//! a = acc − zx·Σw[c]                 i32, wrapping (exact modulo 2^32, like the interpreter)
+//! a = acc − zx·Σw[c] − zw[c]·S       i32, wrapping (exact modulo 2^32, like the interpreter)
 //! s = x_scale · s_w[c]               scalar f32 product, then splatted
 //! y = f32(a) · s + bias[c]           cvtdq2ps rounds to nearest even, like `as f32`
 //! y = y + r                          with a residual (f32, the output's shape)
@@ -19,10 +29,12 @@
 //!
 //! The compile-time constants ([`float_records`]) are three arrays of one entry per channel,
 //! padded so a vector load at the last panel stays inside: i32 `Σw[c]`, f32 `s_w[c]`, f32
-//! `bias[c]`, each [`FloatOperands::array_bytes`] long. A row (convolution) reads its three
-//! scalars; a column panel (matrix product) reads four columns per vector load, so both
-//! orientations run the epilogue on vectors. Outputs are f32: an edge panel goes through a
-//! stack buffer and only its valid columns are stored (and only those residual values read).
+//! `bias[c]`, then with weight zero points a fourth, i32 `zw[c]`, each
+//! [`FloatOperands::array_bytes`] long. A row (convolution) reads its scalars (`zw[c]` times
+//! the panel's vectors of pixel sums); a column panel (matrix product) reads four columns per
+//! vector load (`zw` of four columns times the row's sum), so both orientations run the
+//! epilogue on vectors. Outputs are f32: an edge panel goes through a stack buffer and only
+//! its valid columns are stored (and only those residual values read).
 
 use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -64,7 +76,7 @@ pub(crate) struct FloatOperands {
     pub scale: Value,
     /// `const uint8_t *`: the input's zero point (one byte, its output 2).
     pub zero_point: Value,
-    /// Bytes of each of the three record arrays.
+    /// Bytes of each of the record arrays.
     pub array_bytes: i64,
 }
 
@@ -74,6 +86,8 @@ struct Terms {
     compensation: Value,
     scale: Value,
     bias: Value,
+    /// `zw` (i32x4), with weight zero points.
+    weight_zero_point: Option<Value>,
 }
 
 /// Entries per record array for `channels` outputs: room for a whole panel (at most 16
@@ -83,12 +97,13 @@ fn padded_channels(channels: usize) -> usize {
 }
 
 /// The records of `channels` outputs: `Σw[c]` (wrapping), the weight scales (one per
-/// channel, or one for all) and the f32 bias. Returns the bytes and the array length in
-/// bytes.
+/// channel, or one for all), the f32 bias and, when given, the weight zero points (one per
+/// channel, or one for all). Returns the bytes and the array length in bytes.
 pub fn float_records(
     weight_sums: &[i32],
     weight_scales: &[f32],
     bias: &[f32],
+    weight_zero_points: Option<&[i32]>,
 ) -> Result<(Vec<u8>, usize), String> {
     let channels = weight_sums.len();
     if bias.len() != channels {
@@ -103,15 +118,33 @@ pub fn float_records(
             weight_scales.len()
         ));
     }
+    if let Some(zero_points) = weight_zero_points {
+        if zero_points.len() != 1 && zero_points.len() != channels {
+            return Err(format!(
+                "{} weight zero points for {channels} outputs (expected 1 or {channels})",
+                zero_points.len()
+            ));
+        }
+    }
+    let pick = |len: usize, c: usize| if len == 1 { 0 } else { c };
     let padded = padded_channels(channels);
-    let mut records = vec![0u8; 3 * 4 * padded];
-    let (sums, rest) = records.split_at_mut(4 * padded);
-    let (scales, biases) = rest.split_at_mut(4 * padded);
+    let arrays = 3 + weight_zero_points.is_some() as usize;
+    let mut records = vec![0u8; arrays * 4 * padded];
+    let mut put = |array: usize, c: usize, entry: [u8; 4]| {
+        let at = array * 4 * padded + 4 * c;
+        records[at..at + 4].copy_from_slice(&entry);
+    };
     for c in 0..channels {
-        let scale = weight_scales[if weight_scales.len() == 1 { 0 } else { c }];
-        sums[4 * c..4 * c + 4].copy_from_slice(&weight_sums[c].to_le_bytes());
-        scales[4 * c..4 * c + 4].copy_from_slice(&scale.to_le_bytes());
-        biases[4 * c..4 * c + 4].copy_from_slice(&bias[c].to_le_bytes());
+        put(0, c, weight_sums[c].to_le_bytes());
+        put(
+            1,
+            c,
+            weight_scales[pick(weight_scales.len(), c)].to_le_bytes(),
+        );
+        put(2, c, bias[c].to_le_bytes());
+        if let Some(zero_points) = weight_zero_points {
+            put(3, c, zero_points[pick(zero_points.len(), c)].to_le_bytes());
+        }
     }
     Ok((records, 4 * padded))
 }
@@ -140,6 +173,7 @@ impl FloatStage {
         record: Value,
         zero_point: Value,
         input_scale: Value,
+        weight_zero_points: bool,
     ) -> Terms {
         let sum = b.ins().load(types::I32, flags(), record, 0);
         let compensation = b.ins().imul(zero_point, sum);
@@ -150,10 +184,16 @@ impl FloatStage {
         let bias = b
             .ins()
             .load(types::F32, flags(), record, 2 * float.array_bytes as i32);
+        let weight_zero_point = weight_zero_points.then(|| {
+            let at = 3 * float.array_bytes as i32;
+            let zw = b.ins().load(types::I32, flags(), record, at);
+            b.ins().splat(types::I32X4, zw)
+        });
         Terms {
             compensation: b.ins().splat(types::I32X4, compensation),
             scale: b.ins().splat(types::F32X4, scale),
             bias: b.ins().splat(types::F32X4, bias),
+            weight_zero_point,
         }
     }
 
@@ -165,6 +205,7 @@ impl FloatStage {
         offset: i32,
         zero_point: Value,
         input_scale: Value,
+        weight_zero_points: bool,
     ) -> Terms {
         let sums = b.ins().load(types::I32X4, flags(), record, offset);
         let zero_point = b.ins().splat(types::I32X4, zero_point);
@@ -175,10 +216,15 @@ impl FloatStage {
         let scale = b.ins().fmul(input_scale, weight_scales);
         let at = offset + 2 * float.array_bytes as i32;
         let bias = b.ins().load(types::F32X4, flags(), record, at);
+        let weight_zero_point = weight_zero_points.then(|| {
+            let at = offset + 3 * float.array_bytes as i32;
+            b.ins().load(types::I32X4, flags(), record, at)
+        });
         Terms {
             compensation,
             scale,
             bias,
+            weight_zero_point,
         }
     }
 
@@ -248,15 +294,26 @@ impl FloatStage {
             (Some(_), Some(_), true) => Some(stack_buffer(b)),
             _ => None,
         };
+        // The centred input sums (`super::rowsum`), with weight zero points only.
+        let sums = ops.sums.filter(|_| micro.extras.weight_zero_points);
+        let with_zw = sums.is_some();
         let shared: Vec<Terms> = if per_row {
             Vec::new()
         } else {
             (0..vectors)
                 .map(|v| {
                     let offset = (16 * v) as i32;
-                    Self::column_terms(b, &float, ops.records, offset, zero_point, input_scale)
+                    let records = ops.records;
+                    Self::column_terms(b, &float, records, offset, zero_point, input_scale, with_zw)
                 })
                 .collect()
+        };
+        // A row's channel multiplies the panel's pixel sums, the same for every row.
+        let pixel_sums: Vec<Value> = match sums {
+            Some(sums) if per_row => (0..vectors)
+                .map(|v| b.ins().load(types::I32X4, flags(), sums, (16 * v) as i32))
+                .collect(),
+            _ => Vec::new(),
         };
         for r in 0..rows as usize {
             let index = b.ins().iadd_imm_s(row, r as i64);
@@ -265,8 +322,18 @@ impl FloatStage {
             let row_terms = per_row.then(|| {
                 let offset = b.ins().imul_imm_s(index, Self::RECORD_STRIDE as i64);
                 let record = b.ins().iadd(ops.records, offset);
-                Self::row_terms(b, &float, record, zero_point, input_scale)
+                Self::row_terms(b, &float, record, zero_point, input_scale, with_zw)
             });
+            // A column panel's rows: this row's sum, times four columns' `zw` at a time.
+            let row_sum = match sums {
+                Some(sums) if !per_row => {
+                    let offset = b.ins().ishl_imm_u(index, 2);
+                    let address = b.ins().iadd(sums, offset);
+                    let sum = b.ins().load(types::I32, flags(), address, 0);
+                    Some(b.ins().splat(types::I32X4, sum))
+                }
+                _ => None,
+            };
             let residual = match (ops.residual, self.residual) {
                 (Some(residual), true) => {
                     let source = b.ins().iadd(residual, c_offset);
@@ -294,7 +361,12 @@ impl FloatStage {
                     tile,
                     ((r * vectors) * 16) as i32 + offset,
                 );
-                let centred = b.ins().isub(sum, terms.compensation);
+                let mut centred = b.ins().isub(sum, terms.compensation);
+                let input_sums = pixel_sums.get(v).copied().or(row_sum);
+                if let (Some(zw), Some(input_sums)) = (terms.weight_zero_point, input_sums) {
+                    let correction = b.ins().imul(zw, input_sums);
+                    centred = b.ins().isub(centred, correction);
+                }
                 let value = b.ins().fcvt_from_sint(types::F32X4, centred);
                 let value = b.ins().fmul(value, terms.scale);
                 let mut value = b.ins().fadd(value, terms.bias);

@@ -1,7 +1,8 @@
 //! Dynamic quantization through the whole back end: a graph built by hand
 //! (DynamicQuantizeLinear → DynamicQuantizedConv+Relu → Flatten → DynamicQuantizeLinear →
-//! DynamicQuantizedMatMul) compiled by `model::lower_graph`, JIT-run, equal bit for bit to
-//! `qcc_ir::eval::run`; and the speed report (not a timed test).
+//! DynamicQuantizedMatMul), with symmetric and with asymmetric weights, compiled by
+//! `model::lower_graph`, JIT-run, equal bit for bit to `qcc_ir::eval::run`; and the speed
+//! report (not a timed test).
 
 use std::collections::HashMap;
 
@@ -21,8 +22,9 @@ fn i8_constant(dims: &[usize], values: &[i8]) -> Tensor {
 }
 
 /// `x [2, 3, 6, 7]` → DQL → conv 3→5 3×3 pad 1 (+Relu, per-channel scales) → Flatten →
-/// DQL → matmul `[210, 9]` (per-column scales) → `y [2, 9]`.
-fn dynamic_graph() -> Graph {
+/// DQL → matmul `[210, 9]` (per-column scales) → `y [2, 9]`. `asymmetric`: the weights have
+/// zero points, per channel (the conv, −128 and 127 included) and per column (the matmul).
+fn dynamic_graph(asymmetric: bool) -> Graph {
     let mut rng = Bytes(0x5eed_1234_abcd_0001);
     let mut unit = || (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
     let mut g = Graph::new("dynamic");
@@ -55,6 +57,11 @@ fn dynamic_graph() -> Graph {
         .add_constant("b", Tensor::from_f32(&[5], bias))
         .expect("bias");
     let scales: Vec<f32> = (0..5).map(|_| 0.001 + unit() * 0.01).collect();
+    let conv_zero_points = if asymmetric {
+        vec![-128, 127, 3, 0, -40]
+    } else {
+        vec![0; 5]
+    };
     let conv = Op::DynamicQuantizedConv {
         conv: ConvAttrs {
             kernel: vec![3, 3],
@@ -63,7 +70,7 @@ fn dynamic_graph() -> Graph {
             padding: Padding::Explicit(vec![1, 1, 1, 1]),
             group: 1,
         },
-        w: QParams::per_channel(DType::I8, 0, scales, vec![0; 5]).expect("valid"),
+        w: QParams::per_channel(DType::I8, 0, scales, conv_zero_points).expect("valid"),
         residual: false,
         activation: Some(Activation::Relu),
     };
@@ -89,8 +96,11 @@ fn dynamic_graph() -> Graph {
         .add_constant("fc_bias", Tensor::from_f32(&[n], bias))
         .expect("bias");
     let scales: Vec<f32> = (0..n).map(|_| 0.001 + unit() * 0.01).collect();
+    let fc_zero_points: Vec<i32> = (0..n as i32)
+        .map(|j| if asymmetric { j * 29 % 256 - 128 } else { 0 })
+        .collect();
     let matmul = Op::DynamicQuantizedMatMul {
-        b: QParams::per_channel(DType::I8, 1, scales, vec![0; n]).expect("valid"),
+        b: QParams::per_channel(DType::I8, 1, scales, fc_zero_points).expect("valid"),
         activation: None,
     };
     let y = g
@@ -108,13 +118,18 @@ fn dynamic_graph() -> Graph {
 
 #[test]
 fn a_dynamic_graph_equals_the_interpreter_bit_for_bit() {
-    let graph = dynamic_graph();
+    for asymmetric in [false, true] {
+        check_dynamic_graph(&dynamic_graph(asymmetric), asymmetric);
+    }
+}
+
+fn check_dynamic_graph(graph: &Graph, asymmetric: bool) {
     let mut rng = Bytes(99);
     let x: Vec<f32> = (0..2 * 3 * 6 * 7)
         .map(|_| ((rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.3) * 4.0)
         .collect();
     let inputs = HashMap::from([("x".to_string(), Tensor::from_f32(&[2, 3, 6, 7], x.clone()))]);
-    let want = qcc_ir::eval::run(&graph, &inputs).expect("the interpreter runs");
+    let want = qcc_ir::eval::run(graph, &inputs).expect("the interpreter runs");
     let want: Vec<f32> = want[0]
         .as_f32()
         .expect("f32 output")
@@ -123,11 +138,19 @@ fn a_dynamic_graph_equals_the_interpreter_bit_for_bit() {
         .collect();
     for name in ["native-int8", "x86_64-int8-vnni"] {
         let target = Target::parse(name).expect("target parses");
-        let model = lower_graph(&graph, &target, "m").expect("lowered");
+        let model = lower_graph(graph, &target, "m").expect("lowered");
         assert!(
             model.layers.iter().all(|l| l.fallback.is_none()),
             "{name}: a layer fell back"
         );
+        let zw_kernels = model
+            .program
+            .steps
+            .iter()
+            .flat_map(|step| &step.calls)
+            .filter(|call| call.kernel.spec().name.contains("_zw"))
+            .count();
+        assert_eq!(zw_kernels, if asymmetric { 2 } else { 0 }, "{name}");
         let jit =
             JitProgram::new(&target, &IsaOptions::default(), &model.program).expect("compiled");
         let mut input = AlignedBuffer::new(4 * x.len());
@@ -137,7 +160,8 @@ fn a_dynamic_graph_equals_the_interpreter_bit_for_bit() {
         let mut workspace = AlignedBuffer::new(jit.workspace_bytes());
         jit.run(&[&input], &mut [&mut output], &mut workspace)
             .expect("ran");
-        same_f32(&output.read_f32(), &want, name).expect("compiled equals interpreted");
+        let what = format!("{name}, asymmetric {asymmetric}");
+        same_f32(&output.read_f32(), &want, &what).expect("compiled equals interpreted");
     }
 }
 
@@ -190,7 +214,8 @@ fn time_node(
 }
 
 /// Not a timed assertion: a resnet-like 3×3 64→64 56×56 conv (+Relu) as static int8,
-/// dynamic int8 (float epilogue, with and without a residual), and fp32; and the
+/// dynamic int8 (float epilogue, with and without a residual, with a weight zero point), and
+/// fp32; and the
 /// DynamicQuantizeLinear of its input. Run with
 /// `cargo test --release -p qcc-codegen dynamic_speed_report -- --ignored --nocapture`.
 #[test]
@@ -238,12 +263,12 @@ fn dynamic_speed_report() {
             seconds * 1e3,
             gops(seconds)
         );
-        for residual in [false, true] {
+        for (residual, zero_point) in [(false, 0), (true, 0), (false, 3)] {
             let params = DynamicConvParams {
                 geometry: g,
                 weight: &w,
                 weight_scales: &[0.01],
-                weight_zero_points: &[0],
+                weight_zero_points: &[zero_point],
                 bias: &[0.5; 64],
                 residual,
                 activation: Some(Activation::Relu),
@@ -261,7 +286,8 @@ fn dynamic_speed_report() {
             }
             let seconds = time_node(&target, &lowering, &inputs, 4 * output);
             println!(
-                "{} dynamic int8 conv (residual {residual}): {:.3} ms, {:.1} GOP/s",
+                "{} dynamic int8 conv (residual {residual}, weight zero point {zero_point}): \
+                 {:.3} ms, {:.1} GOP/s",
                 target.name(),
                 seconds * 1e3,
                 gops(seconds)
@@ -308,11 +334,12 @@ fn dynamic_speed_report() {
     );
 }
 
-/// The dynamic ops lower on every int8 target and compile to objects, aarch64 included
-/// (run only where the machine can: the JIT test above).
+/// The dynamic ops, with weight zero points, lower on every int8 target and compile to
+/// objects, aarch64 included (run only where the machine can: the JIT test above and
+/// `compiler/tests/aarch64_qemu.rs`).
 #[test]
 fn the_dynamic_graph_compiles_to_objects_for_every_int8_target() {
-    let graph = dynamic_graph();
+    let graph = dynamic_graph(true);
     for name in ["x86_64-int8", "x86_64-int8-vnni", "aarch64-int8"] {
         let target = Target::parse(name).expect("target parses");
         let model = lower_graph(&graph, &target, "m").expect("lowered");

@@ -2,9 +2,10 @@
 //! (`qcc_ir::eval::eval_op`, the definition) bit for bit: DynamicQuantizeLinear on awkward
 //! floats (NaN, ±inf, huge, subnormal, all-zero, one-signed inputs, odd lengths), and the
 //! dynamic convolution and matrix product over random geometry, run-time zero points
-//! (0 and 255 included), per-tensor and per-channel weight scales, residual and the exact
-//! activations, on the VNNI target and the widening fallback. The whole-graph test and the
-//! speed report are in `dynamic_graph_tests`.
+//! (0 and 255 included), per-tensor and per-channel weight scales, weight zero points (none,
+//! per tensor or per channel, −128 and 127 included), residual and the exact activations,
+//! on the VNNI target, the widening fallback and `sdot`'s flipped activations. The
+//! whole-graph test and the speed report are in `dynamic_graph_tests`.
 
 use proptest::prelude::*;
 use qcc_ir::eval::eval_op;
@@ -204,11 +205,41 @@ fn dynamic_quantize_edge_inputs_equal_the_interpreter() {
 
 // ---------------------------------------------------------------- convolution
 
-/// The run-time quantization, weight scales and epilogue of one dynamic case.
+/// The weights' zero points of one dynamic case.
+#[derive(Clone, Copy, Debug)]
+enum WeightZeroPoints {
+    /// All zero: the plain kernel, no input sums.
+    Zero,
+    PerTensor(i8),
+    /// One per output channel (column), drawn from the case's seed with −128 and 127
+    /// over-represented.
+    PerChannel,
+}
+
+impl WeightZeroPoints {
+    /// One value, or one per channel (`channels`).
+    fn values(self, channels: usize, rng: &mut Bytes) -> Vec<i32> {
+        match self {
+            WeightZeroPoints::Zero => vec![0],
+            WeightZeroPoints::PerTensor(z) => vec![i32::from(z)],
+            WeightZeroPoints::PerChannel => (0..channels)
+                .map(|_| match rng.next() % 4 {
+                    0 => -128,
+                    1 => 127,
+                    _ => i32::from(rng.i8()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The run-time quantization, weight scales and zero points and epilogue of one dynamic
+/// case.
 #[derive(Clone, Debug)]
 struct DynamicQuant {
     zero_point: u8,
     per_channel: bool,
+    weight_zero_points: WeightZeroPoints,
     residual: bool,
     activation: Option<Activation>,
 }
@@ -226,17 +257,29 @@ fn exact_activation() -> impl Strategy<Value = Option<Activation>> {
     ]
 }
 
+fn weight_zero_points() -> impl Strategy<Value = WeightZeroPoints> {
+    prop_oneof![
+        1 => Just(WeightZeroPoints::Zero),
+        1 => Just(WeightZeroPoints::PerTensor(-128)),
+        1 => Just(WeightZeroPoints::PerTensor(127)),
+        2 => any::<i8>().prop_map(WeightZeroPoints::PerTensor),
+        3 => Just(WeightZeroPoints::PerChannel),
+    ]
+}
+
 fn dynamic_quant() -> impl Strategy<Value = DynamicQuant> {
     (
         prop_oneof![Just(0u8), Just(255u8), any::<u8>()],
         any::<bool>(),
+        weight_zero_points(),
         any::<bool>(),
         exact_activation(),
     )
         .prop_map(
-            |(zero_point, per_channel, residual, activation)| DynamicQuant {
+            |(zero_point, per_channel, weight_zero_points, residual, activation)| DynamicQuant {
                 zero_point,
                 per_channel,
+                weight_zero_points,
                 residual,
                 activation,
             },
@@ -254,13 +297,20 @@ fn conv_attrs(case: &ConvCase) -> ConvAttrs {
     }
 }
 
-fn weight_qparams(scales: &[f32], axis: usize) -> QParams {
-    if scales.len() == 1 {
-        QParams::per_tensor(DType::I8, scales[0], 0).expect("valid")
-    } else {
-        QParams::per_channel(DType::I8, axis, scales.to_vec(), vec![0; scales.len()])
-            .expect("valid")
+/// The op's weight parameters from the kernel's (one or `channels` scales and zero points,
+/// independently): per channel along `axis` when either is.
+fn weight_qparams(scales: &[f32], zero_points: &[i32], channels: usize, axis: usize) -> QParams {
+    if scales.len() == 1 && zero_points.len() == 1 {
+        return QParams::per_tensor(DType::I8, scales[0], zero_points[0]).expect("valid");
     }
+    let pick = |len: usize, c: usize| if len == 1 { 0 } else { c };
+    let scales = (0..channels)
+        .map(|c| scales[pick(scales.len(), c)])
+        .collect();
+    let zero_points = (0..channels)
+        .map(|c| zero_points[pick(zero_points.len(), c)])
+        .collect();
+    QParams::per_channel(DType::I8, axis, scales, zero_points).expect("valid")
 }
 
 fn check_dynamic_conv(
@@ -287,7 +337,7 @@ fn check_dynamic_conv(
     let out_len = g.batch * cout * g.out_h * g.out_w;
     let y_dims = [g.batch, cout, g.out_h, g.out_w];
     let residual: Vec<f32> = (0..out_len).map(|_| (unit(&mut rng) - 0.5) * 8.0).collect();
-    let zero_points = vec![0; scales.len()];
+    let zero_points = quant.weight_zero_points.values(cout, &mut rng);
     let params = DynamicConvParams {
         geometry: g,
         weight: &w,
@@ -312,7 +362,7 @@ fn check_dynamic_conv(
     let got = run_node_bytes(target, &lowering, &input_refs, &[4 * out_len]).expect("runs");
     let op = Op::DynamicQuantizedConv {
         conv: attrs,
-        w: weight_qparams(&scales, 0),
+        w: weight_qparams(&scales, &zero_points, cout, 0),
         residual: quant.residual,
         activation: quant.activation,
     };
@@ -391,10 +441,17 @@ fn dynamic_conv_vector_packing_and_edges_equal_the_interpreter() {
     ];
     for target in [vnni(), no_vnni()] {
         for case in &cases {
-            for zero_point in [0u8, 255, 131] {
+            let runs = [
+                (0u8, WeightZeroPoints::Zero),
+                (255, WeightZeroPoints::PerChannel),
+                (131, WeightZeroPoints::PerTensor(-128)),
+                (7, WeightZeroPoints::PerTensor(127)),
+            ];
+            for (zero_point, weight_zero_points) in runs {
                 let quant = DynamicQuant {
                     zero_point,
                     per_channel: true,
+                    weight_zero_points,
                     residual: zero_point == 131,
                     activation: Some(Activation::Relu),
                 };
@@ -404,8 +461,10 @@ fn dynamic_conv_vector_packing_and_edges_equal_the_interpreter() {
     }
 }
 
+/// Weight zero points are spelled in the kernel's name (`_zw`) and cost the input sums (in
+/// scratch) only when one is nonzero; out-of-range or miscounted ones are refused.
 #[test]
-fn asymmetric_weights_are_refused() {
+fn weight_zero_points_name_the_kernel_and_only_nonzero_ones_cost_sums() {
     let case = ConvCase {
         batch: 1,
         group: 1,
@@ -420,31 +479,50 @@ fn asymmetric_weights_are_refused() {
     };
     let g = case.geometry().expect("valid geometry");
     let w = vec![1i8; 16];
-    let params = DynamicConvParams {
-        geometry: g,
-        weight: &w,
-        weight_scales: &[0.5],
-        weight_zero_points: &[3],
-        bias: &[0.0; 4],
-        residual: false,
-        activation: None,
+    let conv = |zero_points: &[i32]| {
+        let params = DynamicConvParams {
+            geometry: g,
+            weight: &w,
+            weight_scales: &[0.5],
+            weight_zero_points: zero_points,
+            bias: &[0.0; 4],
+            residual: false,
+            activation: None,
+        };
+        lower_dynamic_qconv(&vnni(), &params)
     };
-    let error = lower_dynamic_qconv(&vnni(), &params)
-        .err()
-        .expect("an error")
-        .to_string();
-    assert!(error.contains("symmetric"), "{error}");
-    let gemm = DynamicGemmParams {
-        m: 2,
-        k: 4,
-        n: 4,
-        weight: &w,
-        weight_scales: &[0.5],
-        weight_zero_points: &[0, 0, -1, 0],
-        bias: &[0.0; 4],
-        activation: None,
+    let plain = conv(&[0, 0, 0, 0]).expect("lowers");
+    let asymmetric = conv(&[0, 0, -128, 127]).expect("lowers");
+    let plain_name = &plain.calls[0].kernel.spec().name;
+    let asymmetric_name = &asymmetric.calls[0].kernel.spec().name;
+    assert!(!plain_name.contains("_zw"), "{plain_name}");
+    assert!(asymmetric_name.ends_with("f32_zw"), "{asymmetric_name}");
+    let nr = Int8Choice::for_target(&vnni()).tile.cols as usize;
+    assert_eq!(plain.scratch_bytes, packed_reduction(&g) * nr);
+    assert_eq!(asymmetric.scratch_bytes, plain.scratch_bytes + 4 * nr);
+    for bad in [&[128][..], &[-129], &[1, 2]] {
+        let error = conv(bad).err().expect("refused").to_string();
+        assert!(error.contains("weight zero point"), "{bad:?}: {error}");
+    }
+    let gemm = |zero_points: &[i32]| {
+        let params = DynamicGemmParams {
+            m: 3,
+            k: 4,
+            n: 4,
+            weight: &w,
+            weight_scales: &[0.5],
+            weight_zero_points: zero_points,
+            bias: &[0.0; 4],
+            activation: None,
+        };
+        lower_dynamic_qgemm(&vnni(), &params)
     };
-    assert!(lower_dynamic_qgemm(&vnni(), &gemm).is_err());
+    let plain = gemm(&[0]).expect("lowers");
+    let asymmetric = gemm(&[0, 0, -1, 0]).expect("lowers");
+    assert!(!plain.calls[0].kernel.spec().name.contains("_zw"));
+    assert!(asymmetric.calls[0].kernel.spec().name.ends_with("f32_zw"));
+    assert_eq!((plain.scratch_bytes, asymmetric.scratch_bytes), (0, 4 * 3));
+    assert!(gemm(&[1, 2]).is_err());
 }
 
 // ---------------------------------------------------------------- matrix product
@@ -490,7 +568,7 @@ fn check_dynamic_gemm(
         .map(|_| scale(&mut rng))
         .collect();
     let bias: Vec<f32> = (0..n).map(|_| (unit(&mut rng) - 0.5) * 8.0).collect();
-    let zero_points = vec![0; scales.len()];
+    let zero_points = quant.weight_zero_points.values(n, &mut rng);
     let params = DynamicGemmParams {
         m: rows,
         k,
@@ -516,7 +594,7 @@ fn check_dynamic_gemm(
         None => vec![m, k],
     };
     let op = Op::DynamicQuantizedMatMul {
-        b: weight_qparams(&scales, 1),
+        b: weight_qparams(&scales, &zero_points, n, 1),
         activation: quant.activation,
     };
     let tensors = [
@@ -554,6 +632,38 @@ proptest! {
     #[test]
     fn dynamic_gemm_sdot_equals_the_interpreter(case in gemm_case(), quant in dynamic_quant()) {
         with_dot_product(DotProduct::Sdot, || check_dynamic_gemm(&vnni(), &case, &quant))?;
+    }
+}
+
+/// A matrix product with every edge at once (rows left over by the 4- and 3-row blocks,
+/// `k` past the last 16-byte row-sum chunk and group of four, a narrow last column panel)
+/// and weight zero points, on every dot product.
+#[test]
+fn dynamic_gemm_edges_with_weight_zero_points_equal_the_interpreter() {
+    let case = GemmCase {
+        batch: Some(1),
+        m: 9,
+        k: 39,
+        n: 13,
+        seed: 5,
+    };
+    let runs = [
+        (255u8, WeightZeroPoints::PerChannel),
+        (0, WeightZeroPoints::PerTensor(-128)),
+        (128, WeightZeroPoints::PerTensor(127)),
+    ];
+    for dot in [DotProduct::Vnni, DotProduct::Widening, DotProduct::Sdot] {
+        for (zero_point, weight_zero_points) in runs {
+            let quant = DynamicQuant {
+                zero_point,
+                per_channel: zero_point != 0,
+                weight_zero_points,
+                residual: false,
+                activation: Some(Activation::HardSwish),
+            };
+            with_dot_product(dot, || check_dynamic_gemm(&vnni(), &case, &quant))
+                .unwrap_or_else(|e| panic!("{dot:?}: {e}"));
+        }
     }
 }
 

@@ -14,9 +14,11 @@
 //! remaining bytes, so no load reads past the row.
 //!
 //! With nonzero weight zero points the kernel first sums each row of A into scratch
-//! (`super::rowsum`) and subtracts `zw[j]·Σ_k A[i, k]` in the epilogue (`super::residual`).
+//! (`super::rowsum`) and subtracts `zw[j]·Σ_k A[i, k]` in the epilogue (`super::residual`);
+//! with the float epilogue the sums are centred on the run-time zero point first,
+//! `Σ_k (A[i, k] − zx)` (`super::dynamic_epilogue`).
 
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use super::residual::{
 use super::rowsum::emit_row_sums;
 use super::{check_input_zero_point, compensated_bias, int8_spec, unsupported, Int8Choice};
 use crate::lower::kernel::{
-    counted_loop, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
+    counted_loop, flags, Kernel, KernelContext, KernelError, KernelParam, KernelSpec,
 };
 use crate::lower::node::{Arg, KernelCall, NodeLowering};
 use crate::target::{Arch, Target};
@@ -44,7 +46,8 @@ use crate::target::{Arch, Target};
 /// `(a, w_packed, requant, const extra_record *extras, y, int32_t *scratch, m, lda, ldc)`,
 /// scratch holding the `m` row sums. With the float epilogue (dynamic quantization,
 /// `super::dynamic_epilogue`): `(a, const float *a_scale, const uint8_t *a_zero_point,
-/// w_packed, const float_records *records, float *y, m, lda, ldc)`.
+/// w_packed, const float_records *records, float *y, [int32_t *scratch,] m, lda, ldc)`,
+/// scratch (the `m` centred row sums) with weight zero points.
 #[derive(Clone, Debug)]
 pub struct QGemmKernel {
     pub(crate) spec: KernelSpec,
@@ -84,19 +87,22 @@ impl QGemmKernel {
         &self.micro
     }
 
-    /// The operands of the panel whose first column is `column`.
+    /// The operands of the panel whose first column is `column`. `terms`: the epilogue
+    /// records (static kernels with weight zero points) and the row sums (any kernel with
+    /// weight zero points).
     #[allow(clippy::too_many_arguments)]
     fn panel(
         &self,
         b: &mut FunctionBuilder,
         params: [Value; 7],
-        zero_point_terms: Option<(Value, Value)>,
+        terms: (Option<Value>, Option<Value>),
         float: Option<FloatOperands>,
         column: Value,
         columns: Option<Value>,
     ) -> QPanelOperands {
         let [a, w, records, y, m, lda, ldc] = params;
-        let extras = zero_point_terms.map(|(extras, _)| {
+        let (extras, sums) = terms;
+        let extras = extras.map(|extras| {
             let offset = b.ins().imul_imm_s(column, EXTRA_RECORD_BYTES as i64);
             b.ins().iadd(extras, offset)
         });
@@ -118,7 +124,7 @@ impl QGemmKernel {
             records: b.ins().iadd(records, record_offset),
             columns,
             extras,
-            sums: zero_point_terms.map(|(_, sums)| sums),
+            sums,
             residual: None,
             float,
         }
@@ -138,41 +144,52 @@ impl Kernel for QGemmKernel {
     ) -> Result<(), KernelError> {
         let arity = || crate::lower::kernel::arity_error(&self.spec, params);
         let mut float = None;
-        let (params, zero_point_terms): ([Value; 7], _) = if self.micro.output.run_time_input() {
-            let &[a, scale, zero_point, w, records, y, m, lda, ldc] = params else {
+        let zero_points = self.micro.extras.weight_zero_points;
+        // (the seven common parameters, the epilogue records, the row sums' scratch)
+        let (params, extras, sums): ([Value; 7], _, _) = if self.micro.output.run_time_input() {
+            // a, a_scale, a_zero_point, w_packed, records, y, [scratch], m, lda, ldc
+            if params.len() != 9 + zero_points as usize {
                 return Err(arity());
-            };
+            }
             float = Some(FloatOperands {
-                scale,
-                zero_point,
+                scale: params[1],
+                zero_point: params[2],
                 array_bytes: self.float_array_bytes,
             });
-            ([a, w, records, y, m, lda, ldc], None)
-        } else if self.micro.extras.weight_zero_points {
+            let [m, lda, ldc] =
+                [params.len() - 3, params.len() - 2, params.len() - 1].map(|i| params[i]);
+            let common = [params[0], params[3], params[4], params[5], m, lda, ldc];
+            (common, None, zero_points.then(|| params[6]))
+        } else if zero_points {
             let &[a, w, records, extras, y, scratch, m, lda, ldc] = params else {
                 return Err(arity());
             };
-            ([a, w, records, y, m, lda, ldc], Some((extras, scratch)))
+            ([a, w, records, y, m, lda, ldc], Some(extras), Some(scratch))
         } else {
-            (params.try_into().map_err(|_| arity())?, None)
+            (params.try_into().map_err(|_| arity())?, None, None)
         };
         let pointer = context.pointer;
-        if let Some((_, sums)) = zero_point_terms {
+        if let Some(sums) = sums {
             let [a, _, _, _, m, lda, _] = params;
-            emit_row_sums(&self.micro, b, pointer, a, lda, m, self.k, sums);
+            // The float epilogue's sums are centred on the run-time zero point: `k·zx`.
+            let centre = float.map(|float| {
+                let zero_point = b.ins().uload8(types::I32, flags(), float.zero_point, 0);
+                b.ins().imul_imm_s(zero_point, self.k as i64)
+            });
+            emit_row_sums(&self.micro, b, pointer, a, lda, m, self.k, centre, sums);
         }
         let nr = self.micro.nr() as usize;
         let zero = b.ins().iconst(pointer, 0);
         let full_end = b.ins().iconst(pointer, (self.n / nr * nr) as i64);
         counted_loop(b, pointer, zero, full_end, nr as i64, |b, column| {
-            let operands = self.panel(b, params, zero_point_terms, float, column, None);
+            let operands = self.panel(b, params, (extras, sums), float, column, None);
             self.micro.emit_rows(b, context, &operands);
         });
         let edge = self.n % nr;
         if edge > 0 {
             let column = b.ins().iconst(pointer, (self.n - edge) as i64);
             let columns = b.ins().iconst(pointer, edge as i64);
-            let operands = self.panel(b, params, zero_point_terms, float, column, Some(columns));
+            let operands = self.panel(b, params, (extras, sums), float, column, Some(columns));
             self.micro.emit_rows(b, context, &operands);
         }
         b.ins().return_(&[]);

@@ -240,7 +240,8 @@ pub(crate) struct QPanelOperands {
     /// column; read when the kernel has [`Extras`].
     pub extras: Option<Value>,
     /// The input sums of the weight-zero-point correction: `NR` i32 of the panel's columns
-    /// (per row) or one i32 per row, row 0 first (per column).
+    /// (per row) or one i32 per row, row 0 first (per column); centred (`Σ (x − zx)`) for
+    /// the float epilogue, raw u8 sums otherwise (`super::rowsum`).
     pub sums: Option<Value>,
     /// The residual of row 0 at the panel's first column, row `i` at `residual + i·ldc`
     /// (per row only): bytes, or f32 with the float epilogue.
@@ -321,10 +322,11 @@ impl QMicroKernel {
     }
 
     /// The same block with epilogue terms. A residual needs per-row (weight panel) rows.
-    /// The float epilogue takes none (its weights are symmetric; its residual is its own).
+    /// The float epilogue takes weight zero points (their records are its own,
+    /// `super::dynamic_epilogue`) but no 8-bit residual (its f32 residual is its own).
     pub fn with_extras(self, extras: Extras) -> Result<QMicroKernel, String> {
-        if extras.any() && self.output.run_time_input() {
-            return Err("the float epilogue takes no weight zero points or 8-bit residual".into());
+        if extras.residual.is_some() && self.output.run_time_input() {
+            return Err("the float epilogue takes no 8-bit residual".into());
         }
         if extras.residual.is_some() && self.rows != RowOperand::WeightPanels {
             return Err("a residual input needs the convolution's per-row epilogue".into());

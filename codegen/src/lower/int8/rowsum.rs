@@ -1,6 +1,11 @@
 //! The run-time input sums the weight-zero-point correction needs (`super::residual`): per
 //! output pixel of a convolution panel, per row of a matrix product's A.
 //!
+//! The static kernels fold the `K·zx` part of the correction into their compile-time bias.
+//! The float epilogue (`super::dynamic_epilogue`) reads `zx` at run time, so its kernels pass
+//! the run-time `K·zx` as `centre` and get the centred sums `Σ (x − zx)` instead: subtracted
+//! once per panel (or row), not once per row block of the product.
+//!
 //! Both are dot products of the u8 bytes with a vector of s8 ones, through the same
 //! [`QMicroKernel::dot`] as the main loop (`vpdpbusd` with VNNI, the exact widening form
 //! without): a lane sums four bytes, at most `255·K` in all, far inside i32 for any
@@ -33,13 +38,14 @@ fn ones(micro: &QMicroKernel, b: &mut FunctionBuilder) -> Prepared {
 }
 
 /// The sums of the `NR` pixels of the packed panel at `panel` (`groups` groups of four `k`),
-/// stored as `NR` i32 at `sums`.
+/// minus `centre` (an i32, wrapping) when given, stored as `NR` i32 at `sums`.
 pub(crate) fn emit_panel_sums(
     micro: &QMicroKernel,
     b: &mut FunctionBuilder,
     pointer: Type,
     panel: Value,
     groups: usize,
+    centre: Option<Value>,
     sums: Value,
 ) {
     let vectors = (micro.nr() / 4) as usize;
@@ -75,17 +81,21 @@ pub(crate) fn emit_panel_sums(
         let restore = b.ins().iconst(types::I32, i64::from(restore as u32));
         b.ins().splat(types::I32X4, restore)
     });
+    let centre = centre.map(|centre| b.ins().splat(types::I32X4, centre));
     for (v, &var) in accumulators.iter().enumerate() {
         let mut sum = b.use_var(var);
         if let Some(restore) = restore {
             sum = b.ins().iadd(sum, restore);
         }
+        if let Some(centre) = centre {
+            sum = b.ins().isub(sum, centre);
+        }
         b.ins().store(flags(), sum, sums, (16 * v) as i32);
     }
 }
 
-/// The sums of the `k` bytes of each of the `m` rows of A (row `i` at `a + i·lda`), stored
-/// as `m` i32 at `sums`.
+/// The sums of the `k` bytes of each of the `m` rows of A (row `i` at `a + i·lda`), minus
+/// `centre` (an i32, wrapping) when given, stored as `m` i32 at `sums`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_row_sums(
     micro: &QMicroKernel,
@@ -95,6 +105,7 @@ pub(crate) fn emit_row_sums(
     lda: Value,
     m: Value,
     k: usize,
+    centre: Option<Value>,
     sums: Value,
 ) {
     let ones = ones(micro, b);
@@ -136,6 +147,9 @@ pub(crate) fn emit_row_sums(
         for tail in chunks * ROW_CHUNK..k {
             let byte = b.ins().uload8(types::I32, flags(), row, tail as i32);
             total = b.ins().iadd(total, byte);
+        }
+        if let Some(centre) = centre {
+            total = b.ins().isub(total, centre);
         }
         let offset = b.ins().ishl_imm_u(i, 2);
         let target = b.ins().iadd(sums, offset);
