@@ -12,10 +12,10 @@
 
 mod common;
 
-use common::{qcc, s, temp_dir};
+use common::{onnxruntime, qcc, s, temp_dir, venv_python};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -25,10 +25,6 @@ use qcc::quantize_export::{self, output_qparams};
 use qcc::rng::SeededRng;
 use qcc_ir::{Graph, Tensor};
 use qcc_passes::quant::{CalibrationStats, Profile, QuantizeOptions, RangeMethods};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// How far two runs of one output are apart, in steps of the output's quantization.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,45 +77,6 @@ impl std::fmt::Display for StepDiff {
             100.0 * self.fraction()
         )
     }
-}
-
-/// Runs `model` in onnxruntime through scripts/ort_run.py; outputs by name.
-fn onnxruntime(
-    model: &Path,
-    input: (&str, &Path),
-    outputs: &[String],
-    dir: &Path,
-) -> HashMap<String, Tensor> {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup-venv.sh",
-        python.display()
-    );
-    let out_dir = dir.join("ort");
-    let result = Command::new(&python)
-        .arg(repo_root().join("scripts/ort_run.py"))
-        .arg(model)
-        .arg("--input")
-        .arg(format!("{}={}", input.0, s(input.1)))
-        .arg("--output-dir")
-        .arg(&out_dir)
-        .output()
-        .expect("run python");
-    assert!(
-        result.status.success(),
-        "onnxruntime failed on {}:\n{}",
-        model.display(),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    outputs
-        .iter()
-        .map(|name| {
-            let path = out_dir.join(qcc::npy::file_name_for(name));
-            let t = qcc::npy::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            (name.clone(), t)
-        })
-        .collect()
 }
 
 /// A zoo model, its calibration statistics and one seeded input, shared by the profiles.
@@ -454,8 +411,7 @@ fn qcc_quantize_writes_a_model_that_onnx_checks_and_onnxruntime_runs() {
         "{stderr}"
     );
 
-    let python = repo_root().join(".venv/bin/python");
-    let check = Command::new(&python)
+    let check = Command::new(venv_python())
         .args([
             "-c",
             "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]))",

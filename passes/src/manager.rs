@@ -118,6 +118,7 @@ fn add_default_passes(pm: &mut PassManager, opts: &PipelineOptions) {
     use crate::quant::Quantization;
     crate::canonical::add_canonical_passes(pm);
     pm.add(crate::quant::ExpandQLinear);
+    pm.add(crate::quant::RealizeIntegerProducts::default());
     pm.add(crate::quant::QuantizeFloatBias::default());
     crate::egraph::add_pass_by_name(pm, "fold-batchnorm", &opts.egraph);
     if let Some(Quantization::Static(q)) = &opts.quantize {
@@ -158,6 +159,8 @@ pub fn pipeline_from_names(
             add_default_passes(&mut pm, opts);
         } else if name == "expand-qlinear" {
             pm.add(crate::quant::ExpandQLinear);
+        } else if name == "realize-integer-products" {
+            pm.add(crate::quant::RealizeIntegerProducts::default());
         } else if name == "quantized-io" {
             pm.add(crate::quant::QuantizedIo::default());
         } else if name == "quantize-float-bias" {

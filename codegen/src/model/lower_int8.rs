@@ -408,6 +408,12 @@ fn lower(
         Op::Transpose { perm } => {
             bytes::lower_byte_transpose(arch, perm, dims(0)).map_err(kernel_error)
         }
+        Op::ConvInteger { .. } | Op::MatMulInteger { .. } => Err(format!(
+            "{} is compiled only as part of a dynamically quantized layer: its u8 input, a \
+             constant weight and its i32 result read only by a Cast to f32 (see the notes of \
+             the realize-integer-products pass for why this one was not)",
+            node.op.name()
+        )),
         other => Err(format!(
             "{} on 8-bit tensors is not compiled (the quantize pass should leave it in fp32)",
             other.name()

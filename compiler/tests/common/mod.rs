@@ -1,11 +1,15 @@
 //! Helpers shared by the `qcc` command-line tests: run the binary, insist that a command
-//! succeeded (printing its output when it did not), and make a fresh temporary directory.
+//! succeeded (printing its output when it did not), make a fresh temporary directory, and run
+//! a model in onnxruntime (the project's venv).
 //!
 //! Each test binary compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use qcc_ir::Tensor;
 
 /// Runs the `qcc` binary built with the tests.
 pub fn qcc(args: &[&str]) -> Output {
@@ -48,4 +52,54 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// A path as the `&str` an argument list takes (the tests' paths are UTF-8).
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The project venv's Python (numpy, onnx, onnxruntime), which scripts/setup-venv.sh makes.
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-venv.sh",
+        python.display()
+    );
+    python
+}
+
+/// Runs `model` in onnxruntime through scripts/ort_run.py (graph optimizations off, so the
+/// model's ops run as written) on one input; the named outputs.
+pub fn onnxruntime(
+    model: &Path,
+    input: (&str, &Path),
+    outputs: &[String],
+    dir: &Path,
+) -> HashMap<String, Tensor> {
+    let out_dir = dir.join("ort");
+    let result = Command::new(venv_python())
+        .arg(repo_root().join("scripts/ort_run.py"))
+        .arg(model)
+        .arg("--input")
+        .arg(format!("{}={}", input.0, s(input.1)))
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .output()
+        .expect("run python");
+    assert!(
+        result.status.success(),
+        "onnxruntime failed on {}:\n{}",
+        model.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    outputs
+        .iter()
+        .map(|name| {
+            let path = out_dir.join(qcc::npy::file_name_for(name));
+            let t = qcc::npy::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (name.clone(), t)
+        })
+        .collect()
 }

@@ -103,8 +103,9 @@ impl Pass for ExpandQLinear {
     }
 }
 
-/// Whether a graph arrived quantized (Q/DQ pairs or QLinear ops): it is compiled for an int8
-/// target as it is, without calibration statistics.
+/// Whether a graph arrived quantized (Q/DQ pairs, QLinear ops, or onnxruntime's dynamic form
+/// with integer products): it is compiled for an int8 target as it is, without calibration
+/// statistics.
 pub fn is_prequantized(graph: &Graph) -> bool {
     graph.petgraph().node_indices().any(|n| {
         matches!(
@@ -113,6 +114,9 @@ pub fn is_prequantized(graph: &Graph) -> bool {
                 | Op::DequantizeLinear(_)
                 | Op::QLinearConv { .. }
                 | Op::QLinearMatMul { .. }
+                | Op::DynamicQuantizeLinear
+                | Op::ConvInteger { .. }
+                | Op::MatMulInteger { .. }
         )
     })
 }

@@ -58,6 +58,7 @@ pub mod bias;
 pub mod dynamic;
 pub mod expand;
 pub mod insert;
+pub mod integer;
 pub mod io;
 pub mod params;
 pub mod profile;
@@ -68,6 +69,7 @@ pub use bias::QuantizeFloatBias;
 pub use dynamic::{quantize_dynamic, DynamicOptions, QuantizeDynamic};
 pub use expand::{is_prequantized, ExpandQLinear, FoldDequantizedWeights};
 pub use insert::{insert_qdq, InsertQdq, InsertSummary, QuantizeOptions};
+pub use integer::{realize_integer_products, RealizeIntegerProducts};
 pub use io::{api_qparams, QuantizedIo};
 pub use params::{
     activation_qparams, bias_qparams, qparams_for_range, requant_multipliers,
