@@ -4,14 +4,14 @@
 Usage:
     python scripts/bench_int8.py [--models resnet50,mobilenetv2,resnet18] [--configs 1x1,8x2]
         [--rounds 3] [--runs 10] [--batch-runs 3] [--warmup 2] [--calibration-samples 4]
-        [--layer-repeats 20] [--no-layers] [--markdown FILE]
+        [--layer-repeats 20] [--no-layers] [--ort-dynamic] [--markdown FILE]
     (scripts/bench-int8.sh sets up the venv, builds qcc and runs this with its arguments.)
 
 Five engines per model and configuration: qcc fp32 (`--target native-fp32`), qcc int8
 (`--target x86_64-int8 --stats`), onnxruntime fp32, onnxruntime int8 and qcc int8 dynamic
-(`--target x86_64-int8 --mode dynamic`: no statistics, activations quantized at run time). A configuration
-BxK is batch B with K threads; every model is written by `qcc zoo NAME --dynamic-batch`, so
-both engines bind the same symbolic batch.
+(`--target x86_64-int8 --mode dynamic`: no statistics, activations quantized at run time).
+A configuration BxK is batch B with K threads; every model is written by
+`qcc zoo NAME --dynamic-batch`, so both engines bind the same symbolic batch.
 
 Quantization. qcc: `qcc calibrate MODEL --synthetic N` (N seeded random inputs), then its
 default profile for the target. onnxruntime: `quant_pre_process` (ONNX shape inference and
@@ -20,6 +20,11 @@ onnxruntime's basic graph optimizations, which fold BatchNormalization into Conv
 calibration over the same N inputs (qcc's SplitMix64 + Box-Muller stream, seed 0,
 regenerated here bit for bit).
 
+--ort-dynamic adds two engines on onnxruntime's own dynamic model (`quant_pre_process`, then
+`quantize_dynamic` with its defaults for convolutional networks: QUInt8 weights, per tensor,
+ConvInteger/MatMulInteger): onnxruntime running it ("ort dyn") and qcc compiling the same
+file for x86_64-int8 ("qcc ort dyn", no statistics), in a table of their own.
+
 Threads. qcc `bench --threads K` runs K copies of the model concurrently (one run per thread
 at a time, each on its own workspace): its latency is that of one run on one core, its
 throughput counts every thread's samples. onnxruntime runs one session with
@@ -27,7 +32,7 @@ intra_op_num_threads=K (one run spread over K cores). Latencies are therefore co
 at K = 1; at K > 1 compare throughputs (samples/s).
 
 Method. The machine is shared and noisy: each round runs, per configuration and model, the
-five engines back to back, the order rotated by one every round. qcc runs are separate
+engines back to back, the order rotated by one every round. qcc runs are separate
 processes (`qcc bench ... --iterations I --warmup W --json`: the round's p50 and throughput);
 onnxruntime sessions are kept across rounds (W warm-up runs, then I timed runs: p50 by
 nearest rank and samples over the wall time of the timed runs). A figure is the median over
@@ -67,7 +72,7 @@ try:
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+                                          quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 except ImportError as e:  # the venv is missing or incomplete
     sys.exit(f"bench_int8: error: {e}; run scripts/setup-venv.sh and use .venv/bin/python")
@@ -78,6 +83,8 @@ DEFAULT_CONFIGS = "1x1,8x2"
 FP32_TARGET = "native-fp32"
 INT8_TARGET = "x86_64-int8"
 ENGINES = ["qcc fp32", "qcc int8", "ort fp32", "ort int8", "qcc int8 dyn"]
+# With --ort-dynamic: onnxruntime's quantize_dynamic model, in onnxruntime and in qcc.
+DYNAMIC_ENGINES = ["ort dyn", "qcc ort dyn"]
 LAYERS_MODEL = "resnet50"
 LAYERS_COUNT = 10
 
@@ -224,6 +231,43 @@ def ort_int8_model(fp32_path: str, out_path: str, samples: int, workdir: str) ->
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     os.remove(pre)
     return f"{len(model.graph.node)} nodes after quant_pre_process"
+
+
+def ort_dynamic_model(fp32_path: str, out_path: str, workdir: str) -> None:
+    """onnxruntime's dynamic quantization of `fp32_path` (after quant_pre_process, which folds
+    BatchNormalization), with quantize_dynamic's defaults but QUInt8 weights: its CPU
+    provider has no ConvInteger for s8 weights."""
+    pre = os.path.join(workdir, os.path.basename(out_path) + ".pre.onnx")
+    quant_pre_process(fp32_path, pre, skip_symbolic_shape=True)
+    quantize_dynamic(pre, out_path, weight_type=QuantType.QUInt8)
+    os.remove(pre)
+
+
+def dynamic_table(configs: list, models: list, results: dict, benches: dict) -> list:
+    """onnxruntime's dynamic model in both engines: latency, throughput, qcc's speed-up."""
+    rows = ["| model | batch × threads | ort dyn ms | qcc ort dyn ms | ort dyn /s | "
+            "qcc ort dyn /s | qcc speed-up over onnxruntime |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    failures = []
+    for batch, threads in configs:
+        for name in models:
+            key = (batch, threads, name)
+            cells, per_engine = [], {}
+            for engine in DYNAMIC_ENGINES:
+                bench = benches[key][engine]
+                if bench.error is not None:
+                    failures.append(f"- {name} {batch}×{threads} {engine}: {bench.error}")
+                per_engine[engine] = [v for v in results[key][engine]
+                                      if v is not None and bench.error is None]
+            lat = [fmt(med([v[0] for v in per_engine[e]])) for e in DYNAMIC_ENGINES]
+            thr = [fmt(med([v[1] for v in per_engine[e]]), 1) for e in DYNAMIC_ENGINES]
+            pairs = [q[1] / o[1] for o, q in zip(results[key]["ort dyn"],
+                                                 results[key]["qcc ort dyn"])
+                     if o is not None and q is not None and o[1] > 0]
+            speedup = f"{statistics.median(pairs):.2f}×" if pairs else "—"
+            cells = lat + thr + [speedup]
+            rows.append(f"| {name} | {batch} × {threads} | " + " | ".join(cells) + " |")
+    return rows + ([""] + failures if failures else [])
 
 
 def fallbacks(qcc: str, model: str, stats: str, workdir: str) -> dict:
@@ -431,6 +475,8 @@ def main() -> None:
     p.add_argument("--layer-repeats", type=int, default=20,
                    help="qcc bench --layer-repeats for the layer table (default 20)")
     p.add_argument("--no-layers", action="store_true", help="skip the resnet50 layer table")
+    p.add_argument("--ort-dynamic", action="store_true",
+                   help="also run onnxruntime's quantize_dynamic model in both engines")
     p.add_argument("--qcc", default=default_qcc(),
                    help="the qcc binary (default $CARGO_TARGET_DIR or target/, release/qcc)")
     p.add_argument("--workdir", default=os.path.join(REPO, "out", "bench-int8"),
@@ -482,6 +528,11 @@ def main() -> None:
         notes[name] = ort_int8_model(path, int8_path, args.calibration_samples, args.workdir)
         paths[name], stats[name] = (path, int8_path), stat
         fallback[name] = fallbacks(args.qcc, path, stat, args.workdir)
+        if args.ort_dynamic:
+            note(f"{name}: onnxruntime quantize_dynamic")
+            ort_dynamic_model(path, os.path.join(args.workdir, f"{name}.ort-dyn.onnx"),
+                              args.workdir)
+    engines = ENGINES + (DYNAMIC_ENGINES if args.ort_dynamic else [])
 
     benches, results = {}, {}
     for batch, threads in configs:
@@ -501,19 +552,26 @@ def main() -> None:
                 "qcc int8 dyn": QccBench(args.qcc, fp32, INT8_TARGET, None, batch, threads,
                                          runs, args.warmup, ("--mode", "dynamic")),
             }
-            results[(batch, threads, name)] = {e: [] for e in ENGINES}
+            if args.ort_dynamic:
+                dyn = os.path.join(args.workdir, f"{name}.ort-dyn.onnx")
+                benches[(batch, threads, name)].update({
+                    "ort dyn": OrtBench(dyn, batch, threads, runs, args.warmup),
+                    "qcc ort dyn": QccBench(args.qcc, dyn, INT8_TARGET, None, batch, threads,
+                                            runs, args.warmup),
+                })
+            results[(batch, threads, name)] = {e: [] for e in engines}
 
     for r in range(args.rounds):
         for batch, threads in configs:
             pin(set(range(args.cpu, args.cpu + threads)))
             for name in models:
                 key = (batch, threads, name)
-                order = ENGINES[r % len(ENGINES):] + ENGINES[:r % len(ENGINES)]
+                order = engines[r % len(engines):] + engines[:r % len(engines)]
                 for engine in order:
                     results[key][engine].append(benches[key][engine].round())
                 note(f"round {r + 1}/{args.rounds} {name} {batch}x{threads}: " + ", ".join(
                     f"{e} {results[key][e][-1][0]:.2f} ms" if results[key][e][-1] is not None
-                    else f"{e} failed" for e in ENGINES))
+                    else f"{e} failed" for e in engines))
 
     raw = os.path.join(args.workdir, "rounds.json")
     with open(raw, "w", encoding="utf-8") as f:
@@ -545,18 +603,27 @@ def main() -> None:
         "intra_op_num_threads = threads; int8 = `quant_pre_process` + `quantize_static` (QDQ, "
         f"per-channel, QUInt8 activations, QInt8 weights, MinMax over the same "
         f"{args.calibration_samples} inputs)",
-        f"- Method: {args.rounds} rounds; per round, configuration and model the five engines "
-        f"run back to back in a rotating order, {args.runs} timed runs at batch 1 and "
-        f"{args.batch_runs} at batch > 1 (per qcc thread), {args.warmup} warm-up; figures are "
-        "medians over rounds. ms = p50 latency of one run, /s = samples per second. With "
-        "K threads qcc runs K models concurrently (each run on one core) while onnxruntime "
-        "spreads one run over K cores, so at K > 1 compare the /s columns. A ratio is the "
+        f"- Method: {args.rounds} rounds; per round, configuration and model the "
+        f"{len(engines)} engines run back to back in a rotating order, {args.runs} timed "
+        f"runs at batch 1 and {args.batch_runs} at batch > 1 (per qcc thread), "
+        f"{args.warmup} warm-up; figures are medians over rounds. ms = p50 latency of one "
+        "run, /s = samples per second. With K threads qcc runs K models concurrently "
+        "(each run on one core) while onnxruntime spreads one run over K cores, so at "
+        "K > 1 compare the /s columns. A ratio is the "
         "median over rounds of that round's ratio of /s (the two engines ran back to back, "
         "under much the same load).",
         "",
     ]
     out += results_table(configs, models, results, benches)
     out += ["", "Per-round p50 ranges:", ""] + range_table(configs, models, results)
+    if args.ort_dynamic:
+        out += ["", "### onnxruntime's dynamic model (`quantize_dynamic`) in both engines", "",
+                "The same file (`quant_pre_process` + `quantize_dynamic`, QUInt8 weights per "
+                "tensor): onnxruntime runs its ConvInteger/MatMulInteger graph, qcc compiles it "
+                "for x86_64-int8 (`realize-integer-products`: each integer product with its "
+                "Cast/Mul/Add becomes one dynamic int8 layer). Speed-up: median over rounds of "
+                "the round's ratio of /s.", ""]
+        out += dynamic_table(configs, models, results, benches)
     out += ["", "### qcc int8 fallbacks (`qcc compile MODEL --target x86_64-int8 --report`)", ""]
     for name in models:
         if not fallback[name]:
