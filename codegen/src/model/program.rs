@@ -212,15 +212,18 @@ pub fn define_program<M: Module>(
 
     // int NAME_run(const void *const *inputs, void *const *outputs, void *workspace)
     let all: Vec<&Step> = program.steps.iter().collect();
+    let declared = Declared {
+        weights: weights_id,
+        kernels: &kernels,
+        far_references: options.far_references,
+    };
     let run = define_entry(
         module,
         program,
         &format!("{}_run", program.name),
         Linkage::Export,
         &all,
-        weights_id,
-        &kernels,
-        options.far_references,
+        &declared,
     )?;
     let mut steps = Vec::new();
     if options.per_step_entries {
@@ -231,9 +234,7 @@ pub fn define_program<M: Module>(
                 &format!("{}_step_{i}", program.name),
                 Linkage::Local,
                 &[step],
-                weights_id,
-                &kernels,
-                options.far_references,
+                &declared,
             )?);
         }
     }
@@ -244,6 +245,14 @@ pub fn define_program<M: Module>(
     })
 }
 
+/// What the entry functions call and read, already declared in the module.
+struct Declared<'a> {
+    weights: DataId,
+    kernels: &'a HashMap<String, FuncId>,
+    /// As [`ProgramOptions::far_references`].
+    far_references: bool,
+}
+
 /// Defines a function with the signature of `NAME_run` that performs `steps`.
 fn define_entry<M: Module>(
     module: &mut M,
@@ -251,10 +260,13 @@ fn define_entry<M: Module>(
     symbol: &str,
     linkage: Linkage,
     steps: &[&Step],
-    weights_id: DataId,
-    kernels: &HashMap<String, FuncId>,
-    far_references: bool,
+    declared: &Declared,
 ) -> Result<FuncId, EmitError> {
+    let Declared {
+        weights: weights_id,
+        kernels,
+        far_references,
+    } = *declared;
     let module_error = |e: cranelift_module::ModuleError| EmitError::Module {
         kernel: symbol.to_string(),
         message: format!("{e:?}"),
