@@ -26,7 +26,7 @@
 
 mod common;
 
-use common::{qcc, s, succeeded as ok, temp_dir};
+use common::{qcc, s, succeeded as ok, temp_dir, TempDir};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ fn example_source() -> PathBuf {
 
 /// A zoo model with a seeded random input.
 struct Case {
-    dir: PathBuf,
+    dir: TempDir,
     model: PathBuf,
     input: PathBuf,
     input_name: String,
@@ -199,12 +199,6 @@ impl Case {
                 );
             }
         }
-    }
-}
-
-impl Drop for Case {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

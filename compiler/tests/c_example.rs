@@ -152,7 +152,6 @@ fn c_program_matches_jit(dir: &Path, model: &Path, input: &Path, input_name: &st
             "output {name}: C and JIT differ"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -251,7 +250,6 @@ fn two_models_link_into_one_program() {
         ]),
         "linking two models",
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -278,7 +276,6 @@ fn aarch64_objects_are_aarch64_elf() {
         183,
         "e_machine is not EM_AARCH64"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -311,7 +308,6 @@ fn bad_names_and_foreign_targets_are_clear_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -368,7 +364,6 @@ fn bench_prints_percentiles_as_json() {
     assert!(layers
         .iter()
         .any(|l| l["macs"].as_u64().unwrap() > 0 && l["gflops"].as_f64().unwrap() > 0.0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `--io int8`: the header publishes each quantized input's and output's type, scale and
@@ -464,5 +459,4 @@ fn quantized_io_object_reads_and_writes_u8_like_the_jit() {
     }
     let logits = qcc::npy::read(&c_outputs[0]).unwrap();
     assert_eq!(logits.dtype(), qcc_ir::DType::U8);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -59,7 +59,6 @@ fn both_engines_write_statistics_of_the_same_tensors() {
         stderr.contains("compiled") && stderr.contains("interpreter"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -101,5 +100,4 @@ fn a_model_the_back_end_does_not_compile_is_calibrated_by_the_interpreter_with_a
         std::fs::read_to_string(&stats).unwrap(),
         std::fs::read_to_string(&asked).unwrap()
     );
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ok, qcc, s, temp_dir};
+use common::{ok, qcc, s, temp_dir, TempDir};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -179,7 +179,7 @@ fn bad_inputs_are_clear_errors_not_panics() {
 }
 
 /// The tiny-cnn model written to a fresh directory.
-fn tiny_model(tag: &str) -> (PathBuf, PathBuf) {
+fn tiny_model(tag: &str) -> (TempDir, PathBuf) {
     let dir = temp_dir(tag);
     let model = dir.join("tiny.onnx");
     ok(&["zoo", "tiny-cnn", "-o", s(&model), "--seed", "1"]);
@@ -447,7 +447,6 @@ fn batch_needs_a_symbolic_batch_dimension_and_bench_counts_samples() {
     let throughput = value["throughput_per_s"].as_f64().unwrap();
     // Three runs of 4 samples each: throughput counts samples, about 4 per p50.
     assert!(throughput > 4.0 * 1e3 / (p50 * 20.0), "{value}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -480,5 +479,4 @@ fn calibrate_writes_statistics_of_every_tensor() {
     let out = qcc(&["calibrate", s(&model), "--data", s(&bad), "-o", s(&stats)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.npy"));
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -4,15 +4,13 @@
 
 mod common;
 
-use common::{ok, qcc, s};
+use common::{ok, qcc, s, temp_dir, TempDir};
 
 use std::path::{Path, PathBuf};
 
 /// tiny-cnn (seed 1) and synthetic calibration statistics for it, in a fresh directory.
-fn tiny_model_and_stats(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("qcc-compare-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn tiny_model_and_stats(tag: &str) -> (TempDir, PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
     let model = dir.join("tiny.onnx");
     let opts = qcc::zoo::ZooOptions { seed: 1, batch: 1 };
     let g = qcc::zoo::build("tiny-cnn", &opts).unwrap();
@@ -60,7 +58,7 @@ fn mean_sqnr(v: &serde_json::Value) -> f64 {
 
 #[test]
 fn compare_json_reports_every_quantized_layer_and_both_outputs() {
-    let (dir, model, stats) = tiny_model_and_stats("json");
+    let (_dir, model, stats) = tiny_model_and_stats("json");
     let v = compare_json(&model, &stats, &[]);
     assert_eq!(v["target"], "x86_64-int8");
     assert_eq!(v["profile"], "x86-vnni");
@@ -112,12 +110,11 @@ fn compare_json_reports_every_quantized_layer_and_both_outputs() {
         assert!(cosine > 0.9 && cosine <= 1.0 + 1e-12, "{o}");
         assert!(o["mean_abs_error"].as_f64().unwrap() >= 0.0, "{o}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn clipping_activations_at_a_low_percentile_lowers_the_sqnr() {
-    let (dir, model, stats) = tiny_model_and_stats("percentile");
+    let (_dir, model, stats) = tiny_model_and_stats("percentile");
     let minmax = mean_sqnr(&compare_json(&model, &stats, &[]));
     let clipped = compare_json(&model, &stats, &["--activation-range", "percentile=60"]);
     let clipped = mean_sqnr(&clipped);
@@ -125,7 +122,6 @@ fn clipping_activations_at_a_low_percentile_lowers_the_sqnr() {
         clipped < minmax - 3.0,
         "percentile=60 gives {clipped:.2} dB, minmax {minmax:.2} dB"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -159,12 +155,11 @@ fn the_table_and_the_svg_name_the_layers() {
         "{text}"
     );
     assert!(text.contains("stem"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn compare_needs_an_int8_target_and_statistics() {
-    let (dir, model, stats) = tiny_model_and_stats("errors");
+    let (_dir, model, stats) = tiny_model_and_stats("errors");
     let fp32 = qcc(&[
         "compare",
         s(&model),
@@ -198,12 +193,11 @@ fn compare_needs_an_int8_target_and_statistics() {
         Some(2),
         "clap rejects a missing --data"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn dynamic_mode_compares_without_statistics_and_names_the_dynamic_layers() {
-    let (dir, model, stats) = tiny_model_and_stats("dynamic");
+    let (_dir, model, stats) = tiny_model_and_stats("dynamic");
     let out = ok(&[
         "compare",
         s(&model),
@@ -249,5 +243,4 @@ fn dynamic_mode_compares_without_statistics_and_names_the_dynamic_layers() {
         stderr.contains("--mode dynamic") && stderr.contains("--stats"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -66,7 +66,6 @@ fn run_both(float: &Graph, tag: &str, args: &[&str], with_ort: bool) -> Runs {
     let quantized = dir.join("dynamic.onnx");
     quantize_dynamic(&model, &quantized, args);
     let runs = run_engines(&quantized, &dir, tag, with_ort);
-    let _ = std::fs::remove_dir_all(&dir);
     runs
 }
 
@@ -300,7 +299,6 @@ fn conv_integer_with_constant_zero_points_compiles_and_gives_onnxruntimes_bits()
     let model = dir.join("conv_integer.onnx");
     qcc::onnx::export::write_model(&g, &Default::default(), &model).expect("export");
     let runs = run_engines(&model, &dir, "constant_zero_points", true);
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!((runs.products, runs.realized), (1, 1));
     let ort = runs.ort.expect("onnxruntime ran");
     assert_eq!(bits(&runs.jit[0]), bits(&ort[0]), "compiled vs onnxruntime");
@@ -332,7 +330,6 @@ fn qcc_compile_takes_an_onnxruntime_dynamic_model_without_statistics() {
         report.contains("dynamic int8 implicit gemm") && !report.contains("ConvInteger"),
         "{report}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

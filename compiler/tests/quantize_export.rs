@@ -12,10 +12,9 @@
 
 mod common;
 
-use common::{onnxruntime, qcc, s, temp_dir, venv_python};
+use common::{onnxruntime, qcc, s, temp_dir, venv_python, TempDir};
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -86,7 +85,7 @@ struct Fixture {
     stats: Arc<CalibrationStats>,
     input_name: String,
     input: Tensor,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 fn fixture(name: &'static str, calibration_samples: usize) -> Fixture {
@@ -262,7 +261,6 @@ fn tiny_cnn_qdq_model_in_onnxruntime_is_within_one_step_of_the_int8_build() {
             check("tiny-cnn", &m, &vs_interpreter, &vs_int8);
         }
     }
-    let _ = std::fs::remove_dir_all(&f.dir);
 }
 
 /// resnet18 (seed 1, 224×224, calibrated on 2 seeded random inputs; one seeded input):
@@ -303,7 +301,6 @@ fn resnet18_qdq_model_in_onnxruntime_is_close_to_the_int8_build() {
             check("resnet18", &m, &vs_interpreter, &vs_int8);
         }
     }
-    let _ = std::fs::remove_dir_all(&f.dir);
 }
 
 /// Why tvm's int8 build is more than a step from onnxruntime: in tiny-cnn's first conv (whose
@@ -380,7 +377,6 @@ fn tvm_int8_differs_from_the_qdq_model_only_at_exact_ties_in_the_first_layer() {
         "tiny-cnn tvm first conv: {differ} of {} outputs differ, all at ties",
         up.len()
     );
-    let _ = std::fs::remove_dir_all(&f.dir);
 }
 
 /// `qcc quantize` end to end: the file it writes is a valid ONNX model (onnx's checker) that
@@ -440,5 +436,4 @@ fn qcc_quantize_writes_a_model_that_onnx_checks_and_onnxruntime_runs() {
         !refused.status.success() && message.contains("needs an int8 target"),
         "{message}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -37,8 +37,9 @@ pub fn succeeded(out: Output, what: &str) -> Output {
 }
 
 /// An empty directory for one test: named after the test binary, `tag` and the process, so
-/// test binaries running in parallel never share one.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// test binaries running in parallel never share one. Removed when the test passes; kept
+/// (and named on stderr) when it fails, for a look at what the test wrote.
+pub fn temp_dir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!(
         "qcc-{}-{tag}-{}",
         env!("CARGO_CRATE_NAME"),
@@ -46,7 +47,33 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create the temporary directory");
-    d
+    TempDir(d)
+}
+
+/// A test's temporary directory (see [`temp_dir`]); derefs to its path.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A path as the `&str` an argument list takes (the tests' paths are UTF-8).
