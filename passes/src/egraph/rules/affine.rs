@@ -160,8 +160,42 @@ impl TensorRule for FoldIntoProducer {
     }
 }
 
+/// Whether the per-channel affine chain that class `x` starts (Mul/Add by constants, a batch
+/// norm, a few deep) comes from a Conv or Gemm that nothing but the chain reads: then
+/// [`FoldIntoProducer`] folds it there, which serves every reader of the chain's result. Folding
+/// it into one reading conv instead would leave the Mul/Add for the others (a MobileNetV2
+/// projection BN feeds the next block's conv and its residual Add), and the extraction, once
+/// both forms exist, can settle on that one (its choices for the two convs depend on each
+/// other). `reader` is the class of the node that reads `x` in the match.
+fn folds_into_producer(eg: &TGraph, reader: Id, x: Id) -> bool {
+    let mut chain = vec![eg.find(reader), eg.find(x)];
+    let mut current = eg.find(x);
+    for _ in 0..4 {
+        if eg[current].iter().any(|n| foldable_producer(eg, n)) {
+            return eg[current].parents().all(|p| chain.contains(&eg.find(p)));
+        }
+        let next = eg[current].iter().find_map(|n| match as_op(eg, n) {
+            Some((Op::Binary(BinaryOp::Mul | BinaryOp::Add), ch)) => {
+                [(ch[0], ch[1]), (ch[1], ch[0])]
+                    .into_iter()
+                    .find(|&(_, k)| is_f32_const(eg, k))
+                    .map(|(y, _)| y)
+            }
+            Some((Op::BatchNorm { .. }, ch)) => Some(ch[0]),
+            _ => None,
+        });
+        let Some(next) = next else {
+            return false;
+        };
+        current = eg.find(next);
+        chain.push(current);
+    }
+    false
+}
+
 /// `Conv(Mul(x, s))` → `Conv(x, W * s)`; `Conv(Add(x, t))` → `Conv(x, W, b + ΣW·t)` when the
 /// conv has no padding. s and t are per input channel (axis 1 of x); either operand order.
+/// Not when the affine map can fold into the producer of x instead ([`folds_into_producer`]).
 struct FoldIntoConvInput;
 
 impl TensorRule for FoldIntoConvInput {
@@ -186,7 +220,10 @@ impl TensorRule for FoldIntoConvInput {
                 continue;
             }
             for (x, k) in [(ich[0], ich[1]), (ich[1], ich[0])] {
-                if is_f32_const(eg, k) && ty(eg, x) == ty(eg, ch[0]) {
+                if is_f32_const(eg, k)
+                    && ty(eg, x) == ty(eg, ch[0])
+                    && !folds_into_producer(eg, ch[0], x)
+                {
                     out.push(Match {
                         nodes: vec![node.clone(), inner.clone()],
                         classes: vec![class, x, k],
