@@ -17,7 +17,7 @@
 //! half a scale (tested below).
 
 use super::profile::{Granularity, Profile, ScaleFormat, Symmetry, TensorScheme};
-use super::range::{choose_range, ClipRange, RangeMethod};
+use super::range::{choose_range, min_max_range, ClipRange, RangeMethod};
 use super::stats::{check_weight, TensorStats};
 use super::QuantError;
 use qcc_ir::requant::FixedPoint;
@@ -130,6 +130,15 @@ pub fn weight_qparams(
     check_weight(data, dims, axis)?;
     let scheme = &profile.weights;
     let range_of = |slices: &mut dyn Iterator<Item = &[f32]>| -> Result<ClipRange, QuantError> {
+        if method == RangeMethod::MinMax {
+            // Only the extremes matter: no histogram (check_weight saw every value finite).
+            // `+ 0.0` makes -0.0 +0.0, as TensorStats does.
+            let min_max = slices.flatten().fold(None, |acc: Option<(f32, f32)>, &v| {
+                let v = v + 0.0;
+                Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+            });
+            return Ok(min_max_range(min_max, scheme.symmetry));
+        }
         let mut stats = TensorStats::new();
         for slice in slices {
             stats.observe(slice);
@@ -232,6 +241,47 @@ mod tests {
         let (lo, hi) = dtype.range();
         ((x / scale).round_ties_even() as i64 + zero_point as i64).clamp(lo as i64, hi as i64)
             as i32
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The minmax shortcut (no histogram) gives the parameters the statistics path gives,
+        /// for every profile's weight scheme, per tensor and per channel.
+        #[test]
+        fn minmax_weights_without_a_histogram_match_the_statistics_path(
+            values in prop::collection::vec(
+                prop_oneof![Just(0.0f32), Just(-0.0f32), -3.0f32..3.0], 1..48),
+            channels in 1usize..4,
+        ) {
+            let inner = values.len().div_ceil(channels);
+            let mut data = values.clone();
+            data.resize(channels * inner, 0.0);
+            for profile in &Profile::all() {
+                let dims = [channels, inner];
+                let fast = weight_qparams(&data, &dims, 0, RangeMethod::MinMax, profile)
+                    .expect("weights quantize");
+                let scheme = &profile.weights;
+                let slow = |slice: &[f32]| {
+                    let mut stats = TensorStats::new();
+                    stats.observe(slice);
+                    let range =
+                        choose_range(&stats, RangeMethod::MinMax, scheme.symmetry, 8).unwrap();
+                    scale_and_zero_point(range, scheme, profile.scale_format)
+                };
+                let expected: Vec<(f32, i32)> = match scheme.granularity {
+                    Granularity::PerTensor => vec![slow(&data)],
+                    Granularity::PerChannel => data.chunks(inner).map(slow).collect(),
+                };
+                let got: Vec<(f32, i32)> = fast
+                    .scales()
+                    .iter()
+                    .copied()
+                    .zip(fast.zero_points().iter().copied())
+                    .collect();
+                prop_assert_eq!(got, expected, "{}", profile.name);
+            }
+        }
     }
 
     fn dequantize(q: i32, scale: f32, zero_point: i32) -> f32 {

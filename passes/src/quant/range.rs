@@ -161,6 +161,22 @@ impl ClipRange {
     }
 }
 
+/// The `minmax` range of values whose smallest and largest are `min` and `max` (`None`: no
+/// value): `±max(|min|, |max|)` when symmetric. All zeros give the empty range `[0, 0]`.
+pub fn min_max_range(min_max: Option<(f32, f32)>, symmetry: Symmetry) -> ClipRange {
+    let Some((min, max)) = min_max else {
+        return ClipRange::new(0.0, 0.0);
+    };
+    let max_abs = min.abs().max(max.abs());
+    if max_abs == 0.0 {
+        return ClipRange::new(0.0, 0.0);
+    }
+    match symmetry {
+        Symmetry::Symmetric => ClipRange::symmetric(max_abs),
+        Symmetry::Asymmetric => ClipRange::new(min, max),
+    }
+}
+
 /// The clip range `method` chooses for a tensor with statistics `stats`, to be quantized to
 /// `bits` bits with the given symmetry.
 pub fn choose_range(
@@ -182,8 +198,7 @@ pub fn choose_range(
     let symmetric_levels = ((1u32 << (bits - 1)) - 1) as f64;
     let asymmetric_steps = ((1u32 << bits) - 1) as f64;
     let range = match (method, symmetry) {
-        (RangeMethod::MinMax, Symmetry::Symmetric) => ClipRange::symmetric(max_abs as f32),
-        (RangeMethod::MinMax, Symmetry::Asymmetric) => ClipRange::new(min, max),
+        (RangeMethod::MinMax, symmetry) => min_max_range(Some((min, max)), symmetry),
         (RangeMethod::Percentile(p), Symmetry::Symmetric) => {
             let segments = abs_segments(stats);
             ClipRange::symmetric(percentile(&segments, stats.count(), p / 100.0) as f32)
