@@ -28,7 +28,9 @@ says; only MatMulInteger weights are per channel (and 7-bit: reduce_range is for
                DynamicQuantizeLinear -> DequantizeLinear on the input of every Conv (but
                depthwise ones) and MatMul/Gemm with constant weights
 
-Writes ort_dynamic.json (one entry per setting) and ort_dyn_<setting>.onnx.
+Writes ort_dynamic.json (one entry per setting), ort_dyn_<setting>.onnx and, for each
+setting that runs, onnxruntime's int8 outputs on eval.npy as eval_dyn_<setting>_ort.npy
+(qcc_outputs.py --ort-dynamic compiles the same model files and compares with them).
 Run inside .venv-accuracy (scripts/accuracy/run.sh does).
 """
 
@@ -169,6 +171,7 @@ def evaluate(root: Path, key: str, setting: str) -> dict:
     if kwargs.get("nodes_to_exclude") == DEPTHWISE:
         kwargs["nodes_to_exclude"] = depthwise_convs(onnx.load(str(pre)))
     out = d / f"ort_dyn_{setting}.onnx"
+    outputs = d / f"eval_dyn_{setting}_ort.npy"
     t0 = time.perf_counter()
     quantize_dynamic(str(pre), str(out), per_channel=True, **kwargs)
     result = {
@@ -185,8 +188,13 @@ def evaluate(root: Path, key: str, setting: str) -> dict:
         int8 = run_model(out, input_name, evals, batch=1)
     except Exception as e:  # noqa: BLE001 - onnxruntime reports a missing kernel this way
         result["error"] = str(e).strip().splitlines()[0]
+        outputs.unlink(missing_ok=True)
     else:
         result.update(agreement(fp32, int8, labels))
+        # Kept for qcc_outputs.py --ort-dynamic: qcc compiles this same model file, and
+        # its outputs are compared with these element for element.
+        np.save(outputs, int8)
+        result["outputs"] = outputs.name
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 

