@@ -16,6 +16,16 @@ pub fn text(g: &Graph) -> String {
     print_graph(g, &PrintOptions::default())
 }
 
+/// The op names of the graph's nodes, sorted: what a rewrite left, order aside.
+pub fn ops(g: &Graph) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = match g.topo_order() {
+        Ok(order) => order.into_iter().map(|n| g.node(n).op.name()).collect(),
+        Err(e) => panic!("cycle: {e}"),
+    };
+    out.sort_unstable();
+    out
+}
+
 /// SplitMix64: reproducible inputs without a dependency.
 pub struct Rng(pub u64);
 

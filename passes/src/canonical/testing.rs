@@ -30,11 +30,4 @@ pub fn count_op(g: &Graph, name: &str) -> usize {
         .count()
 }
 
-pub fn ops(g: &Graph) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = match g.topo_order() {
-        Ok(order) => order.into_iter().map(|n| g.node(n).op.name()).collect(),
-        Err(e) => panic!("cycle: {e}"),
-    };
-    out.sort_unstable();
-    out
-}
+pub use crate::testing::ops;

@@ -437,7 +437,7 @@ fn gemm_weight(gemm: &GemmAttrs, weight: &Tensor) -> Result<Tensor, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_same_semantics_within, parse};
+    use crate::testing::{assert_same_semantics_within, ops, parse};
 
     fn options(exclude: &[&str]) -> DynamicOptions {
         DynamicOptions {
@@ -445,16 +445,6 @@ mod tests {
             weight_method: RangeMethod::MinMax,
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
         }
-    }
-
-    fn ops(g: &Graph) -> Vec<&'static str> {
-        let mut ops: Vec<_> = g
-            .petgraph()
-            .node_indices()
-            .map(|n| g.node(n).op.name())
-            .collect();
-        ops.sort();
-        ops
     }
 
     /// A depthwise conv, then a Gemm (transposed weight, varied values) over its flattening.

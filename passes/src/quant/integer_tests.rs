@@ -5,17 +5,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::testing::{parse, text, Rng};
-
-fn ops(g: &Graph) -> Vec<&'static str> {
-    let mut ops: Vec<_> = g
-        .petgraph()
-        .node_indices()
-        .map(|n| g.node(n).op.name())
-        .collect();
-    ops.sort();
-    ops
-}
+use crate::testing::{ops, parse, text, Rng};
 
 /// The rewrite changes no bit of any output, on three seeded random inputs scaled so the
 /// accumulators are large and of both signs.
