@@ -307,19 +307,26 @@ fn lower(
             let geometry = ConvGeometry::new(conv, dims(0), dims(3)).map_err(kernel_error)?;
             let weights = dynamic_weights(graph, w, node.inputs[3], 0)?;
             let bias = const_f32(graph, node.inputs[4], "bias")?;
-            int8::lower_dynamic_qconv(
-                target,
-                &DynamicConvParams {
-                    geometry,
-                    weight: &weights.values,
-                    weight_scales: &weights.scales,
-                    weight_zero_points: &weights.zero_points,
-                    bias: &bias,
-                    residual: *residual,
-                    activation: *activation,
-                },
-            )
-            .map_err(kernel_error)
+            let params = DynamicConvParams {
+                geometry,
+                weight: &weights.values,
+                weight_scales: &weights.scales,
+                weight_zero_points: &weights.zero_points,
+                bias: &bias,
+                residual: *residual,
+                activation: *activation,
+            };
+            // The dedicated depthwise kernel takes every depthwise layer but those it refuses
+            // (a channel whose weights and zero point differ by 255, strides above 5); they
+            // run as a grouped implicit GEMM, which flags itself.
+            if params.geometry.is_depthwise() {
+                if let Ok(lowering) =
+                    int8::dynamic_depthwise::lower_dynamic_qdepthwise(target, &params)
+                {
+                    return Ok(lowering);
+                }
+            }
+            int8::lower_dynamic_qconv(target, &params).map_err(kernel_error)
         }
         Op::DynamicQuantizedMatMul { b, activation } => {
             let (a_dims, b_dims) = (dims(0), dims(3));

@@ -12,6 +12,7 @@ use qcc_ir::{ConvAttrs, DType, Op, Padding, QParams, Tensor, TensorType};
 use super::super::tests::{disassemble, no_vnni, same_bytes, vnni, Bytes, ConvCase};
 use super::super::{lower_qconv, with_dot_product, OutputQuant, QConvParams, ResidualQuant};
 use super::*;
+use crate::lower::node::ConvGeometry;
 use crate::model::{compile_node, run_node_bytes, AlignedBuffer};
 use crate::target::Target;
 

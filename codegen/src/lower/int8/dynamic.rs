@@ -13,8 +13,9 @@
 //! points, stored as s8 by `w − 128`): with any nonzero zero point the kernel also sums its
 //! input (per panel pixel or row of A) and subtracts `zw[c]·Σ (x − zx)` in the epilogue
 //! (`_zw` in its name); with all zero it is the plain kernel, the compensation `zx·Σw[c]` the
-//! only correction. Depthwise convolutions run through the grouped implicit GEMM (the
-//! quantization pass keeps them in fp32, so this is only a fallback).
+//! only correction. Depthwise convolutions have their own kernel
+//! (`super::dynamic_depthwise`); the few it refuses run here as a grouped implicit GEMM,
+//! which says so in [`NodeLowering::fallback`].
 
 use std::sync::Arc;
 

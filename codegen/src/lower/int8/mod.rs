@@ -39,7 +39,9 @@ pub mod add;
 pub mod bytes;
 mod conv;
 pub mod depthwise;
+mod depthwise_plan;
 pub mod dynamic;
+pub mod dynamic_depthwise;
 mod dynamic_epilogue;
 #[cfg(test)]
 mod dynamic_graph_tests;
