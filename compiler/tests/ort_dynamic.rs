@@ -65,8 +65,7 @@ fn run_both(float: &Graph, tag: &str, args: &[&str], with_ort: bool) -> Runs {
     qcc::onnx::export::write_model(float, &Default::default(), &model).expect("export");
     let quantized = dir.join("dynamic.onnx");
     quantize_dynamic(&model, &quantized, args);
-    let runs = run_engines(&quantized, &dir, tag, with_ort);
-    runs
+    run_engines(&quantized, &dir, tag, with_ort)
 }
 
 /// Runs the quantized model at `quantized` in qcc and, `with_ort`, in onnxruntime, on one
@@ -228,12 +227,14 @@ fn a_model_of_exact_operations_gives_onnxruntimes_bits() {
 fn zoo_models_quantized_by_onnxruntime_run_as_int8_and_match_it() {
     // (model, quantize_dynamic arguments, compare with onnxruntime): s8 convolutions do not
     // load in onnxruntime, so that build is compared with qcc's interpreter only.
-    let cases: [(&str, &[&str], bool); 3] = [
+    let cases: [(&str, &[&str], bool); 4] = [
         ("tiny-cnn", &["--preprocess", "--per-channel"], true),
         ("tiny-cnn", &["--preprocess", "--weight-type", "s8"], false),
         ("resnet18", &["--preprocess"], true),
+        // 17 depthwise ConvIntegers with u8 weights: the dynamic depthwise kernel.
+        ("mobilenetv2", &["--preprocess"], true),
     ];
-    let tags = ["tiny_u8", "tiny_s8", "resnet18"];
+    let tags = ["tiny_u8", "tiny_s8", "resnet18", "mobilenetv2"];
     let mut failures = Vec::new();
     for ((model, args, with_ort), tag) in cases.into_iter().zip(tags) {
         let float = qcc::zoo::build(model, &qcc::zoo::ZooOptions { seed: 3, batch: 1 })
@@ -265,8 +266,8 @@ fn zoo_models_quantized_by_onnxruntime_run_as_int8_and_match_it() {
                 runs.realized, runs.products
             ));
         }
-        // Measured 0 (resnet18) and 8.6e-8 (tiny-cnn's pooling); a wrong zero point or scale
-        // gives errors above 1e-3.
+        // Measured 0 (resnet18, mobilenetv2) and 6.2e-8 (tiny-cnn's pooling); a wrong zero
+        // point or scale gives errors above 1e-3.
         if distance.is_nan() || distance > 1e-5 {
             failures.push(format!("{what}: relative L2 {distance:.2e}"));
         }
