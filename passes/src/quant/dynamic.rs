@@ -14,10 +14,13 @@
 //! always stored as s8: a profile's u8 weights are quantized as u8, then stored as
 //! `w − 128` with zero point `zp − 128` (exact: `w − zp` is unchanged).
 //!
-//! Left in fp32, each with a note: depthwise convolutions (one input channel per output:
-//! an int8 dot product of length `kH·kW` does not pay for quantizing its input; qcc has no
-//! dynamic depthwise kernel), layers whose weights are not constants, Gemms with `alpha ≠ 1`
-//! or a transposed A, and `--exclude`d nodes.
+//! Left in fp32, each with a note: depthwise convolutions (one input channel per output: an
+//! int8 dot product of length `kH·kW` does not pay for quantizing its input at run time; on
+//! a 144-channel 56×56 3×3 layer the dynamic int8 kernel saves 0.07 ms over fp32, 0.19 vs
+//! 0.26 ms, while quantizing its input takes a min/max and a quantize pass over 451K values,
+//! about 0.4 ms; models that arrive with quantized depthwise convolutions still run them on
+//! that kernel), layers whose weights are not constants, Gemms with `alpha ≠ 1` or a
+//! transposed A, and `--exclude`d nodes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -350,7 +353,11 @@ fn layer_of(graph: &Graph, node: &Node) -> Result<Layer, String> {
             let (cout, cin_g) = (dims[0], dims.get(1).copied().unwrap_or(1));
             let cin = graph.value(input).ty.dims().get(1).copied().unwrap_or(0);
             if conv.group > 1 && cin_g == 1 && cout == cin {
-                return Err("depthwise (no dynamic int8 depthwise kernel)".into());
+                return Err(
+                    "depthwise (quantizing its input at run time costs more than its int8 \
+                     kernel saves)"
+                        .into(),
+                );
             }
             let bias = float_bias(2, cout)?;
             Ok(Layer {
