@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--ort-dynamic", metavar="SETTING",
                     help="run <key>/ort_dyn_SETTING.onnx (ort_dynamic.py) as it is, one "
                     "sample per run; overrides --mode")  # fmt: skip
+    ap.add_argument("--result-file", metavar="NAME",
+                    help="write <key>/NAME instead of the mode's default file")  # fmt: skip
     ap.add_argument("key")
     args = ap.parse_args()
     d = args.root / args.key
@@ -106,6 +108,7 @@ def main() -> None:
         quant, result_file = ["--mode", "dynamic"], "qcc_dynamic_run.json"
     else:
         quant, result_file = ["--stats", str(d / "stats.json")], "qcc_run.json"
+    result_file = args.result_file or result_file
     evals = np.load(eval_path)
     t0 = time.perf_counter()
 

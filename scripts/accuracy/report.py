@@ -236,7 +236,9 @@ def main() -> None:
             notes.append(f"- {key}: qcc not run: {status or 'no qcc result found'}")
         labels = "—"
         if "label_accuracy_fp32" in ort:
-            q = pct(qcc.get("label_accuracy_int8")) if qcc else "not run"
+            # compare gives no labels: `qcc run --stats` with the default (mse) ranges does.
+            labelled_run = load(d / "qcc_labels_run.json") or {}
+            q = pct(labelled_run.get("label_accuracy_int8")) if labelled_run else "not run"
             labels = (f"{pct(ort['label_accuracy_fp32'])} / {pct(ort['label_accuracy_int8'])}"
                       f" / {q}")  # fmt: skip
         qcc_top1 = pct(qcc["top1_agreement"]) if qcc else "not run"
@@ -299,14 +301,15 @@ disjoint.
 - qcc binary: {qcc_binary(args.qcc)}
 - ORT int8: {ort_version.get('quantizer', 'onnxruntime quantize_static')}: {ort_version.get('settings', '')}
 
-| model | eval samples | qcc int8 top-1 agreement (minmax) | qcc int8 top-1 agreement (mse) | ORT int8 top-1 agreement | qcc cosine (minmax) | qcc cosine (mse) | ORT cosine | label accuracy fp32 / ORT int8 / qcc int8 |
+| model | eval samples | qcc int8 top-1 agreement (minmax) | qcc int8 top-1 agreement (mse) | ORT int8 top-1 agreement | qcc cosine (minmax) | qcc cosine (mse) | ORT cosine | label accuracy fp32 / ORT int8 / qcc int8 (mse) |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows_text}
 
 Top-1 agreement: fraction of evaluation samples whose int8 arg-max class equals the fp32
 one. Cosine: mean over samples of the cosine between the fp32 and int8 output vectors
 (softmax probabilities for all three models). Label accuracy: the true class is known by
-construction (a page or text line rotated by a known angle); "—" where there is none.
+construction (a page or text line rotated by a known angle); "—" where there is none; qcc's
+from `qcc run --stats` with its default (mse) ranges, the whole evaluation set as one batch.
 ORT's fp32 reference is onnxruntime itself; qcc's is qcc's own fp32 (`qcc compare`) or
 onnxruntime fp32 (fallback `qcc run`). Both qcc columns use the same statistics file and the
 `x86-vnni` profile (u8 asymmetric activations, s8 symmetric per-channel weights, as the ORT

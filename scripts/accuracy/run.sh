@@ -7,7 +7,9 @@
 #      scripts/accuracy/ort_dynamic.py    ORT quantize_dynamic numbers (ort_dynamic.json)
 #   3. per model: qcc compare --mode dynamic --json (qcc_dynamic.json) and, for labelled
 #      models, qcc run --mode dynamic scored by qcc_outputs.py (qcc_dynamic_run.json);
-#      then qcc calibrate and qcc compare --json (qcc.json, qcc_mse.json), or, where qcc
+#      then qcc calibrate and qcc compare --json (qcc.json, qcc_mse.json) and, for labelled
+#      models, qcc run --stats (default mse ranges) scored by qcc_outputs.py
+#      (qcc_labels_run.json: the label accuracy compare does not give), or, where qcc
 #      has no `compare` yet, qcc run per batch/sample scored by qcc_outputs.py (qcc_run.json);
 #      and qcc compiling onnxruntime's quantize_dynamic models ort_dyn_s8.onnx and
 #      ort_dyn_u8.onnx as they are (qcc_outputs.py --ort-dynamic: qcc_ort_dyn_<s>.json)
@@ -57,6 +59,7 @@ for key in "${models[@]}"; do
     d=$ROOT/$key
     model=$ROOT/models/$key.onnx
     rm -f "$d/qcc.json" "$d/qcc_mse.json" "$d/qcc_run.json" "$d/qcc_status.txt" \
+        "$d/qcc_labels_run.json" \
         "$d/qcc_dynamic.json" "$d/qcc_dynamic_run.json" "$d/qcc_dynamic_status.txt" \
         "$d/qcc_dynamic_report.txt"
     for s in $QCC_ON_ORT_DYNAMIC; do
@@ -143,6 +146,13 @@ for key in "${models[@]}"; do
                 --activation-range mse --data "$d/eval.npy" --layer-samples 1 --json \
                 >"$d/qcc_mse.json.tmp"; then
                 mv "$d/qcc_mse.json.tmp" "$d/qcc_mse.json"
+                # compare writes no outputs: the label accuracy of the default (mse) build
+                # from `qcc run --stats`, where the model has labels.
+                if [[ -f $d/eval_labels.npy ]]; then
+                    "$VPY" "$HERE/qcc_outputs.py" --qcc "$QCC" --target "$TARGET" \
+                        --root "$ROOT" --result-file qcc_labels_run.json "$key" ||
+                        echo "accuracy: $key: qcc run --stats failed: no label accuracy" >&2
+                fi
             else
                 rm -f "$d/qcc_mse.json.tmp" "$d/qcc_mse.json"
             fi
