@@ -14,7 +14,9 @@
 //!   the outputs must agree bit for bit. Also `--mode dynamic` (the integer kernels with
 //!   the float epilogue), with symmetric weights and with the asymmetric weights of the
 //!   `fbgemm` (s8 per channel) and `snpe` (u8 per tensor, stored as s8) profiles, whose
-//!   kernels subtract `zw·Σ (x − zx)` from the run-time input sums.
+//!   kernels subtract `zw·Σ (x − zx)` from the run-time input sums; and onnxruntime's own
+//!   `quantize_dynamic` MobileNetV2 (its depthwise ConvIntegers on the dynamic depthwise
+//!   kernel).
 //!
 //! Cost under qemu 7.2 (measured, one core): resnet18 fp32 ~17 s of CPU (qemu emulates float
 //! NEON lane by lane in helpers), resnet18 int8 ~4 s, mobilenetv2 int8 ~1 s; each int8 compile
@@ -104,6 +106,23 @@ impl Case {
             input,
             output_names,
         }
+    }
+
+    /// The zoo model quantized by onnxruntime's `quantize_dynamic` (after its
+    /// `quant_pre_process`; u8 weights): DynamicQuantizeLinear → ConvInteger/MatMulInteger
+    /// chains that qcc compiles as they are.
+    fn ort_dynamic(zoo: &str, tag: &str) -> Case {
+        let mut case = Case::new(zoo, tag);
+        let quantized = case.dir.join(format!("{zoo}-ort-dynamic.onnx"));
+        let script = common::repo_root().join("scripts/ort_quantize_dynamic.py");
+        let run = Command::new(common::venv_python())
+            .arg(&script)
+            .args([s(&case.model), s(&quantized), "--preprocess"])
+            .output()
+            .expect("python runs");
+        ok(run, "scripts/ort_quantize_dynamic.py");
+        case.model = quantized;
+        case
     }
 
     /// `qcc calibrate --synthetic 4`: statistics for the int8 targets, as `--stats FILE`.
@@ -326,4 +345,21 @@ fn resnet18_aarch64_int8_dynamic_asymmetric_weights_match_x86_jit_bit_for_bit() 
         &["aarch64-int8"],
         "tiny_cnn_aarch64_int8_dynamic_snpe",
     );
+}
+
+/// onnxruntime's own dynamic model: its depthwise ConvIntegers (u8 weights, nonzero zero
+/// points) run on the dynamic depthwise kernel, `sdot` and `usdot`.
+#[test]
+fn onnxruntime_dynamic_mobilenetv2_aarch64_matches_x86_jit_bit_for_bit() {
+    let test = "mobilenetv2_ort_dynamic_aarch64";
+    if !cross_tools_present(test) {
+        return;
+    }
+    let case = Case::ort_dynamic("mobilenetv2", "mobilenetv2-ort-dynamic");
+    let from_jit = case.jit_outputs("x86_64-int8", &[]);
+    for target in ["aarch64-int8", "aarch64-int8+i8mm"] {
+        let from_qemu = case.qemu_outputs(target, &[]);
+        let what = format!("onnxruntime's dynamic mobilenetv2 on {target}");
+        case.assert_bit_equal(&what, &from_qemu, &from_jit);
+    }
 }
