@@ -501,6 +501,16 @@ pub fn run_command(req: &CompareRequest) -> Result<(), DriverError> {
             target.precision().name()
         )));
     }
+    // Before the quantization options: a quantized model needs no statistics, and the
+    // error should say what is wrong with it, not ask for them.
+    let graph = driver::load_model(&req.model, req.batch)?;
+    if qcc_passes::quant::is_prequantized(&graph) {
+        return Err(DriverError::Other(format!(
+            "{} is already quantized (QuantizeLinear/DequantizeLinear, QLinear ops or \
+             onnxruntime's dynamic integer ops): compare needs the fp32 model as its reference",
+            req.model.display()
+        )));
+    }
     let quantize = req.quant.options(&req.model, &target)?.ok_or_else(|| {
         DriverError::Other(format!("--target {}: no quantization options", req.target))
     })?;
@@ -522,14 +532,6 @@ pub fn run_command(req: &CompareRequest) -> Result<(), DriverError> {
             ))
         }
     };
-    let graph = driver::load_model(&req.model, req.batch)?;
-    if qcc_passes::quant::is_prequantized(&graph) {
-        return Err(DriverError::Other(format!(
-            "{} is already quantized (QuantizeLinear/DequantizeLinear or QLinear ops): \
-             compare needs the fp32 model as its reference",
-            req.model.display()
-        )));
-    }
     let samples = load_samples(&graph, &source, req.samples)?;
     let comparison = compare(
         &req.model,

@@ -121,14 +121,15 @@ impl QuantArgs {
         profile.map_err(|e| DriverError::Other(format!("--profile: {e}")))
     }
 
-    /// A model that arrived quantized (Q/DQ or QLinear ops) is compiled with its own
-    /// parameters: statistics and a profile would be ignored, so giving them is an error.
+    /// A model that arrived quantized (Q/DQ, QLinear or ConvInteger/MatMulInteger ops) is
+    /// compiled with its own parameters: statistics and a profile would be ignored, so giving
+    /// them is an error.
     pub fn check_prequantized(&self, model: &Path, target: &Target) -> Result<(), DriverError> {
         if self.any_given() {
             return Err(DriverError::Other(format!(
-                "{} is already quantized (it has QuantizeLinear/DequantizeLinear or QLinear \
-                 ops): it compiles with its own parameters; drop --mode, --io, --stats, \
-                 --calibrate, --profile and --exclude",
+                "{} is already quantized (it has QuantizeLinear/DequantizeLinear, QLinear \
+                 ops or onnxruntime's dynamic integer ops): it compiles with its own \
+                 parameters; drop --mode, --io, --stats, --calibrate, --profile and --exclude",
                 model.display()
             )));
         }

@@ -331,6 +331,36 @@ fn qcc_compile_takes_an_onnxruntime_dynamic_model_without_statistics() {
         report.contains("dynamic int8 implicit gemm") && !report.contains("ConvInteger"),
         "{report}"
     );
+    // Its quantization is its own: statistics are refused, and `compare` says it needs the
+    // float model instead of asking for statistics.
+    let with_stats = common::qcc(&[
+        "compile",
+        s(&quantized),
+        "--target",
+        "x86_64-int8",
+        "--mode",
+        "dynamic",
+        "-o",
+        s(&dir.join("out2")),
+    ]);
+    let stderr = String::from_utf8_lossy(&with_stats.stderr);
+    assert!(
+        !with_stats.status.success() && stderr.contains("already quantized"),
+        "{stderr}"
+    );
+    let compare = common::qcc(&[
+        "compare",
+        s(&quantized),
+        "--target",
+        "x86_64-int8",
+        "--synthetic",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&compare.stderr);
+    assert!(
+        !compare.status.success() && stderr.contains("needs the fp32 model"),
+        "{stderr}"
+    );
 }
 
 #[test]
