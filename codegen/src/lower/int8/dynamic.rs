@@ -84,6 +84,25 @@ fn weight_sums(rows: usize, k: usize, weight: impl Fn(usize, usize) -> i8) -> Ve
         .collect()
 }
 
+/// The first operands of both kernels: the u8 input, its run-time scale and zero point
+/// (node inputs 0 to 2, named `input`), the packed weights and the records (blobs 0 and 1).
+fn quantized_input_operands(input: [&'static str; 3]) -> (Vec<KernelParam>, Vec<Arg>) {
+    let mut params: Vec<KernelParam> = input.into_iter().map(KernelParam::input).collect();
+    params.extend([
+        KernelParam::input("w_packed"),
+        KernelParam::input("records"),
+    ]);
+    let bytes = |index| Arg::Bytes { index, offset: 0 };
+    let args = vec![
+        Arg::input(0),
+        Arg::input(1),
+        Arg::input(2),
+        bytes(0),
+        bytes(1),
+    ];
+    (params, args)
+}
+
 /// Lowers a dynamically quantized convolution for `target` with its default kernel choice.
 pub fn lower_dynamic_qconv(
     target: &Target,
@@ -142,21 +161,7 @@ pub fn lower_dynamic_qconv_with(
         g.short_name().replace(',', "_"),
         micro.name()
     );
-    let bytes_arg = |index| Arg::Bytes { index, offset: 0 };
-    let mut kernel_params = vec![
-        KernelParam::input("x"),
-        KernelParam::input("x_scale"),
-        KernelParam::input("x_zero_point"),
-        KernelParam::input("w_packed"),
-        KernelParam::input("records"),
-    ];
-    let mut args = vec![
-        Arg::input(0),
-        Arg::input(1),
-        Arg::input(2),
-        bytes_arg(0),
-        bytes_arg(1),
-    ];
+    let (mut kernel_params, mut args) = quantized_input_operands(["x", "x_scale", "x_zero_point"]);
     if params.residual {
         kernel_params.push(KernelParam::input("residual"));
         args.push(Arg::input(5));
@@ -236,23 +241,9 @@ pub fn lower_dynamic_qgemm_with(
         float_records(&sums, params.weight_scales, params.bias, zero_points).map_err(fail)?;
     let packed = pack_qgemm_weights(weight, k, n, false, micro.nr() as usize).map_err(fail)?;
     let op = format!("dqgemm_k{k}_n{n}_{}", micro.name());
-    let bytes_arg = |index| Arg::Bytes { index, offset: 0 };
-    let mut kernel_params = vec![
-        KernelParam::input("a"),
-        KernelParam::input("a_scale"),
-        KernelParam::input("a_zero_point"),
-        KernelParam::input("w_packed"),
-        KernelParam::input("records"),
-        KernelParam::output("y"),
-    ];
-    let mut args = vec![
-        Arg::input(0),
-        Arg::input(1),
-        Arg::input(2),
-        bytes_arg(0),
-        bytes_arg(1),
-        Arg::output(0),
-    ];
+    let (mut kernel_params, mut args) = quantized_input_operands(["a", "a_scale", "a_zero_point"]);
+    kernel_params.push(KernelParam::output("y"));
+    args.push(Arg::output(0));
     // The `m` centred row sums of A, with weight zero points.
     let scratch_bytes = if zero_points.is_some() {
         kernel_params.push(KernelParam::output("row_sums"));
