@@ -4,11 +4,15 @@
 //!   `[S, C, H, W]` (one sample per row, the batch axis added back) or `[S, 1, C, H, W]`;
 //! - a directory of `.npy` files, one sample each (`[C, H, W]` or `[1, C, H, W]`), taken in
 //!   file-name order;
+//! - a `.npz` archive (`numpy.savez`, compressed or not) with one array per model input,
+//!   named after it, each stacked along its first axis like a `.npy` file; a single-input
+//!   model also takes an archive holding one array under any name (`arr_0`);
 //! - `--synthetic N`: seeded random inputs (the only choice when no data exists; accuracy
 //!   claims need real data, and the CLI says so).
 //!
-//! Only single-input models take `.npy` files or directories; every sample is checked against
-//! the model's input type, and a mismatch names the file and both shapes.
+//! Only single-input models take `.npy` files or directories (a `.npz` archive feeds any
+//! number of inputs); every sample is checked against the model's input type, and a mismatch
+//! names the file and both shapes.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +54,9 @@ pub fn load_samples(
                 })
                 .collect())
         }
+        DataSource::Path(path) if path.extension().is_some_and(|e| e == "npz") => {
+            archive_samples(graph, path, limit)
+        }
         DataSource::Path(path) => {
             let [input] = inputs.as_slice() else {
                 return Err(DriverError::Other(format!(
@@ -81,8 +88,91 @@ fn stacked_samples(
     input: &TensorType,
     limit: usize,
 ) -> Result<Vec<Tensor>, DriverError> {
-    let data = npy::read(path)?;
-    check_dtype(path, &data, input)?;
+    split_rows(&path.display().to_string(), &npy::read(path)?, input, limit)
+}
+
+/// The arrays of a `.npz` archive matched to the graph's inputs by name (or the only array
+/// to the only input), each split into samples along its first axis.
+fn archive_samples(
+    graph: &Graph,
+    path: &Path,
+    limit: usize,
+) -> Result<Vec<Vec<Tensor>>, DriverError> {
+    let arrays = read_npz(path)?;
+    let inputs: Vec<(String, TensorType)> = graph
+        .input_values()
+        .iter()
+        .map(|&v| (graph.value(v).name.clone(), graph.value(v).ty.clone()))
+        .collect();
+    let single = inputs.len() == 1 && arrays.len() == 1;
+    let mut per_input = Vec::new();
+    for (name, ty) in &inputs {
+        let array = arrays
+            .iter()
+            .find(|(key, _)| key == name || single)
+            .map(|(_, t)| t)
+            .ok_or_else(|| {
+                let held: Vec<&str> = arrays.iter().map(|(k, _)| k.as_str()).collect();
+                DriverError::Other(format!(
+                    "--data {}: no array named '{name}' (a model input); the archive holds: {}",
+                    path.display(),
+                    held.join(", ")
+                ))
+            })?;
+        let what = format!("{}:{name}", path.display());
+        per_input.push(split_rows(&what, array, ty, limit)?);
+    }
+    let count = per_input.first().map_or(0, Vec::len);
+    if let Some(other) = per_input.iter().find(|rows| rows.len() != count) {
+        return Err(DriverError::Other(format!(
+            "--data {}: the inputs' arrays hold different sample counts ({count} and {})",
+            path.display(),
+            other.len()
+        )));
+    }
+    if count == 0 {
+        return Err(DriverError::Other(format!(
+            "--data {}: no samples",
+            path.display()
+        )));
+    }
+    Ok((0..count)
+        .map(|i| per_input.iter().map(|rows| rows[i].clone()).collect())
+        .collect())
+}
+
+/// The `.npy` arrays of a `.npz` archive, by name (the entry's name without `.npy`).
+fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, DriverError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        DriverError::Other(format!(
+            "--data {}: not a readable .npz: {e}",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| fail(&e))?;
+    let mut arrays = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| fail(&e))?;
+        let Some(name) = entry.name().strip_suffix(".npy").map(str::to_string) else {
+            continue;
+        };
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| fail(&e))?;
+        let what = format!("{}:{name}", path.display());
+        arrays.push((name, npy::from_bytes(&bytes, &what)?));
+    }
+    Ok(arrays)
+}
+
+/// `data` split along its first axis into samples of `input`'s type; `what` names it in errors.
+fn split_rows(
+    what: &str,
+    data: &Tensor,
+    input: &TensorType,
+    limit: usize,
+) -> Result<Vec<Tensor>, DriverError> {
+    check_dtype(what, data, input)?;
     let dims = data.dims();
     let want = input.dims();
     // [S] + input dims, or [S] + input dims without a leading batch of 1.
@@ -92,8 +182,7 @@ fn stacked_samples(
         want.first() == Some(&1) && dims.len() == want.len() && dims[1..] == want[1..];
     if !(matches_full || matches_unbatched) {
         return Err(DriverError::Other(format!(
-            "--data {}: holds {:?}; for the model input {} the file must be [samples, {}]",
-            path.display(),
+            "--data {what}: holds {:?}; for the model input {} the file must be [samples, {}]",
             dims,
             input,
             want.iter()
@@ -105,7 +194,7 @@ fn stacked_samples(
     }
     let values = data
         .as_f32()
-        .map_err(|e| DriverError::Other(format!("--data {}: {e:?}", path.display())))?;
+        .map_err(|e| DriverError::Other(format!("--data {what}: {e:?}")))?;
     let flat: Vec<f32> = values.iter().copied().collect();
     Ok(flat
         .chunks_exact(per_sample.max(1))
@@ -130,7 +219,7 @@ fn directory_samples(
     let mut samples = Vec::new();
     for file in files.into_iter().take(limit) {
         let t = npy::read(&file)?;
-        check_dtype(&file, &t, input)?;
+        check_dtype(&file.display().to_string(), &t, input)?;
         let unbatched = want.first() == Some(&1) && t.dims() == &want[1..];
         if t.dims() != want && !unbatched {
             return Err(DriverError::Other(format!(
@@ -151,11 +240,10 @@ fn directory_samples(
     Ok(samples)
 }
 
-fn check_dtype(path: &Path, t: &Tensor, input: &TensorType) -> Result<(), DriverError> {
+fn check_dtype(what: &str, t: &Tensor, input: &TensorType) -> Result<(), DriverError> {
     if t.dtype() != DType::F32 || input.dtype != DType::F32 {
         return Err(DriverError::Other(format!(
-            "--data {}: holds {}, the model input is {}; calibration data must be float32",
-            path.display(),
+            "--data {what}: holds {}, the model input is {}; calibration data must be float32",
             t.dtype().name(),
             input
         )));
@@ -258,5 +346,102 @@ mod tests {
         assert_eq!(a.len(), 3);
         assert_eq!(a, b);
         assert_ne!(a[0], a[1]);
+    }
+
+    /// A `.npz` archive as `numpy.savez_compressed` writes it: one deflated `.npy` per array.
+    fn write_npz(path: &Path, arrays: &[(&str, Tensor)]) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, t) in arrays {
+            zip.start_file(format!("{name}.npy"), options).unwrap();
+            std::io::Write::write_all(&mut zip, &npy::to_bytes(t)).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    fn two_input_graph() -> Graph {
+        let mut g = Graph::new("g");
+        let a = g
+            .add_input("a", TensorType::new(DType::F32, vec![1, 2]))
+            .unwrap();
+        let b = g
+            .add_input("b", TensorType::new(DType::F32, vec![1, 3]))
+            .unwrap();
+        let n = g
+            .add_node(
+                "concat",
+                Op::Concat { axis: 1 },
+                vec![a, b],
+                vec!["y".into()],
+            )
+            .unwrap();
+        let y = g.node(n).outputs[0];
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    #[test]
+    fn an_archive_feeds_each_input_its_own_array_by_name() {
+        let g = two_input_graph();
+        let dir = temp("npz");
+        let path = dir.join("calib.npz");
+        let a = Tensor::from_f32(&[3, 2], (0..6).map(|i| i as f32).collect());
+        let b = Tensor::from_f32(&[3, 3], (0..9).map(|i| 100.0 + i as f32).collect());
+        // Stored in the other order than the graph's inputs: matched by name.
+        write_npz(&path, &[("b", b), ("a", a)]);
+        let samples = load_samples(&g, &DataSource::Path(path.clone()), Some(2)).unwrap();
+        assert_eq!(samples.len(), 2);
+        let values = |t: &Tensor| t.as_f32().unwrap().iter().copied().collect::<Vec<_>>();
+        assert_eq!(values(&samples[1][0]), [2.0, 3.0]);
+        assert_eq!(values(&samples[1][1]), [103.0, 104.0, 105.0]);
+        assert_eq!(samples[1][1].dims(), &[1, 3]);
+
+        // A missing input is named, with what the archive holds.
+        let partial = dir.join("partial.npz");
+        write_npz(&partial, &[("a", Tensor::from_f32(&[1, 2], vec![0.0; 2]))]);
+        let error = load_samples(&g, &DataSource::Path(partial), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("'b'") && error.contains("holds: a"),
+            "{error}"
+        );
+
+        // Arrays of different sample counts cannot pair up.
+        let uneven = dir.join("uneven.npz");
+        write_npz(
+            &uneven,
+            &[
+                ("a", Tensor::from_f32(&[2, 2], vec![0.0; 4])),
+                ("b", Tensor::from_f32(&[3, 3], vec![0.0; 9])),
+            ],
+        );
+        let error = load_samples(&g, &DataSource::Path(uneven), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("different sample counts"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_single_input_takes_the_only_array_whatever_its_name() {
+        let g = one_input_graph(&[1, 2]);
+        let dir = temp("npz1");
+        let path = dir.join("calib.npz");
+        write_npz(&path, &[("arr_0", Tensor::from_f32(&[4, 2], vec![1.0; 8]))]);
+        let samples = load_samples(&g, &DataSource::Path(path), None).unwrap();
+        assert_eq!(samples.len(), 4);
+        let garbage = dir.join("garbage.npz");
+        std::fs::write(&garbage, b"not a zip").unwrap();
+        let error = load_samples(&g, &DataSource::Path(garbage), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("garbage.npz") && error.contains(".npz"),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

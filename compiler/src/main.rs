@@ -136,8 +136,8 @@ enum Command {
     /// calibration samples, for int8 quantization. The file stores statistics, not scales.
     Calibrate {
         model: PathBuf,
-        /// A float32 .npy whose first axis is the sample, or a directory of .npy files (one
-        /// sample each).
+        /// A float32 .npy whose first axis is the sample, a directory of .npy files (one
+        /// sample each), or a .npz with one such array per model input, named after it.
         #[arg(long, value_name = "PATH", required_unless_present = "synthetic")]
         data: Option<PathBuf>,
         /// Use N seeded random inputs instead of data (accuracy claims need real data).
@@ -207,7 +207,8 @@ enum Command {
         target: String,
         #[command(flatten)]
         quant: QuantArgs,
-        /// A float32 .npy whose first axis is the sample, or a directory of .npy files.
+        /// A float32 .npy whose first axis is the sample, a directory of .npy files, or a .npz
+        /// with one such array per model input.
         #[arg(long, value_name = "PATH", required_unless_present = "synthetic")]
         data: Option<PathBuf>,
         /// Use N seeded random inputs instead of data (says little about real accuracy).

@@ -479,4 +479,21 @@ fn calibrate_writes_statistics_of_every_tensor() {
     let out = qcc(&["calibrate", s(&model), "--data", s(&bad), "-o", s(&stats)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.npy"));
+    // A .npz archive as numpy writes it (compressed), the array named after the input.
+    let npz = d.join("calib.npz");
+    let script = format!(
+        "import numpy as np; np.savez_compressed({:?}, input=np.random.default_rng(0)\
+         .random((5, 3, 32, 32), dtype=np.float32))",
+        s(&npz)
+    );
+    let made = std::process::Command::new(common::venv_python())
+        .args(["-c", &script])
+        .output()
+        .expect("python runs");
+    assert!(made.status.success(), "{made:?}");
+    ok(&["calibrate", s(&model), "--data", s(&npz), "-o", s(&stats)]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).expect("valid JSON");
+    assert_eq!(json["samples"], 5);
+    assert_eq!(json["synthetic_inputs"], false);
 }
