@@ -239,30 +239,31 @@ mod tests {
         );
     }
 
-    #[test]
-    fn matmul_scales_per_column() {
+    /// `[3, 5]` (zero point 1, scale 0.5) times `[[1, −1], [2, 4]]` with per-column scales
+    /// `[1, 0.5]`, zero points `zero_points`, bias `[0, 1]`.
+    fn per_column_matmul(zero_points: Vec<i32>) -> Vec<f32> {
         let a = u8s(&[1, 2], &[3, 5]);
         let b = i8s(&[2, 2], &[1, -1, 2, 4]);
-        let bq = QParams::per_channel(DType::I8, 1, vec![1.0, 0.5], vec![0, 0]).unwrap();
+        let bq = QParams::per_channel(DType::I8, 1, vec![1.0, 0.5], zero_points).unwrap();
         let op = Op::DynamicQuantizedMatMul {
             b: bq,
             activation: None,
         };
-        let y = run1(
-            &op,
-            &[
-                &a,
-                &scalar_f32(0.5),
-                &scalar_u8(1),
-                &b,
-                &f32s(&[2], &[0.0, 1.0]),
-            ],
-        );
+        let inputs = [
+            &a,
+            &scalar_f32(0.5),
+            &scalar_u8(1),
+            &b,
+            &f32s(&[2], &[0.0, 1.0]),
+        ];
+        let y = run1(&op, &inputs);
+        y.as_f32().unwrap().iter().copied().collect()
+    }
+
+    #[test]
+    fn matmul_scales_per_column() {
         // a − 1 = [2, 4]: column 0: 2 + 8 = 10 → 10·0.5 = 5; column 1: −2 + 16 = 14 → 14·0.25 + 1.
-        assert_eq!(
-            y.as_f32().unwrap().iter().copied().collect::<Vec<_>>(),
-            [5.0, 4.5]
-        );
+        assert_eq!(per_column_matmul(vec![0, 0]), [5.0, 4.5]);
     }
 
     #[test]
@@ -326,28 +327,8 @@ mod tests {
 
     #[test]
     fn matmul_centres_the_weights_on_their_per_column_zero_points() {
-        let a = u8s(&[1, 2], &[3, 5]);
-        let b = i8s(&[2, 2], &[1, -1, 2, 4]);
-        let bq = QParams::per_channel(DType::I8, 1, vec![1.0, 0.5], vec![-1, 2]).unwrap();
-        let op = Op::DynamicQuantizedMatMul {
-            b: bq,
-            activation: None,
-        };
-        let y = run1(
-            &op,
-            &[
-                &a,
-                &scalar_f32(0.5),
-                &scalar_u8(1),
-                &b,
-                &f32s(&[2], &[0.0, 1.0]),
-            ],
-        );
         // a − 1 = [2, 4]; b − zb: column 0 [2, 3] → 4 + 12 = 16 → 16·0.5 = 8;
         // column 1 [−3, 2] → −6 + 8 = 2 → 2·0.25 + 1 = 1.5.
-        assert_eq!(
-            y.as_f32().unwrap().iter().copied().collect::<Vec<_>>(),
-            [8.0, 1.5]
-        );
+        assert_eq!(per_column_matmul(vec![-1, 2]), [8.0, 1.5]);
     }
 }
