@@ -17,6 +17,26 @@ fn gcc(args: &[&str]) -> Output {
     Command::new("gcc").args(args).output().expect("gcc runs")
 }
 
+/// Links the C example (examples/c) with the model `net` compiled into `object` (its header
+/// `header`) as the executable `app`, warnings as errors.
+fn link_example(header: &Path, object: &Path, app: &Path) {
+    ok(
+        gcc(&[
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-DMODEL=net",
+            "-include",
+            s(header),
+            s(&example_source()),
+            s(object),
+            "-o",
+            s(app),
+        ]),
+        "gcc app",
+    );
+}
+
 /// Writes the zoo model `name` and a seeded random input for it; returns (model, input).
 fn model_and_input(dir: &Path, zoo: &str) -> (PathBuf, PathBuf, String) {
     let model = dir.join(format!("{zoo}.onnx"));
@@ -92,21 +112,7 @@ fn c_program_matches_jit(dir: &Path, model: &Path, input: &Path, input_name: &st
 
     // A PIE executable (gcc's default here) and a shared library: both need PIC code.
     let app = dir.join("app");
-    ok(
-        gcc(&[
-            "-O2",
-            "-Wall",
-            "-Werror",
-            "-DMODEL=net",
-            "-include",
-            s(&header),
-            s(&example_source()),
-            s(&object),
-            "-o",
-            s(&app),
-        ]),
-        "gcc app",
-    );
+    link_example(&header, &object, &app);
     ok(
         gcc(&["-shared", "-o", s(&dir.join("libnet.so")), s(&object)]),
         "gcc -shared",
@@ -412,21 +418,7 @@ fn quantized_io_object_reads_and_writes_u8_like_the_jit() {
         );
     }
     let app = dir.join("app");
-    ok(
-        gcc(&[
-            "-O2",
-            "-Wall",
-            "-Werror",
-            "-DMODEL=net",
-            "-include",
-            s(&header),
-            s(&example_source()),
-            s(&out_dir.join("net.o")),
-            "-o",
-            s(&app),
-        ]),
-        "gcc app",
-    );
+    link_example(&header, &out_dir.join("net.o"), &app);
     let c_outputs = [dir.join("c_logits.npy"), dir.join("c_probs.npy")];
     ok(
         Command::new(&app)
